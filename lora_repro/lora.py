@@ -1,0 +1,179 @@
+"""LoRA itself (paper Sec. 4.1): a frozen W0 plus a trainable low-rank update (alpha / r) * B A."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers.pytorch_utils import Conv1D
+
+from lora_repro.targets import resolve_targets
+
+INITS = ("kaiming", "gaussian")
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear / GPT-2 Conv1D with a trainable rank-r update on the output slices it adapts.
+
+    h = W0 x + (alpha / r) * B A dropout(x)                                   (paper eq. 3)
+    For a plain layer `slices` is (0,) of 1. For GPT-2's fused c_attn (q, k, v in one Conv1D) the output has
+    3 slices and each adapted slice gets its own rank-r A and B, as loralib's MergedLinear(enable_lora=...):
+    lora_A: (n * r, d_in) stacks the A_i; lora_B: (n * d_slice, r) stacks the B_i; n = len(slices).
+    """
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "kaiming",
+                 slices: tuple[int, ...] = (0,), n_slices: int = 1):
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"method.init={init!r} is not a LoRA init; choose one of {list(INITS)}")
+        # Keep the base layer's own Parameters (same names in the state dict: weight, bias), frozen.
+        self.weight, self.bias = base.weight, base.bias
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        self.fan_in_fan_out = isinstance(base, Conv1D)  # Conv1D stores W as (d_in, d_out)
+        d_in, d_out = self.weight.shape[::-1] if not self.fan_in_fan_out else self.weight.shape
+        if d_out % n_slices:
+            raise ValueError(f"output size {d_out} does not split into {n_slices} slices")
+        self.d_in, self.d_out, self.n_slices = d_in, d_out, n_slices
+        self.d_slice = d_out // n_slices
+        self.slices = tuple(slices)
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        n, kw = len(self.slices), dict(device=self.weight.device, dtype=self.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(n * r, d_in, **kw))  # (n r, d_in)
+        self.lora_B = nn.Parameter(torch.zeros(n * self.d_slice, r, **kw))  # (n d_slice, r): B = 0, so ΔW = 0 at start
+        if init == "kaiming":  # the reference code: nn.Linear's default init, U(-1/sqrt(d_in), 1/sqrt(d_in))
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        else:  # the paper's text: "random Gaussian initialization for A"; std 1/r as in PEFT
+            nn.init.normal_(self.lora_A, std=1.0 / r)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.T if self.fan_in_fan_out else self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_forward(x)
+        if self.merged:  # W already holds W0 + ΔW: a plain linear layer, no extra inference cost
+            return out
+        # x: (..., d_in) -> xa: (..., n, r); B viewed as (n, d_slice, r) -> delta: (..., n, d_slice)
+        xa = (self.dropout(x) @ self.lora_A.T).unflatten(-1, (len(self.slices), self.r))
+        delta = torch.einsum("...nr,ndr->...nd", xa, self.lora_B.view(len(self.slices), self.d_slice, self.r))
+        if len(self.slices) == self.n_slices:
+            return out + self.scaling * delta.flatten(-2)
+        index = torch.tensor(self.slices, device=out.device)
+        return out.unflatten(-1, (self.n_slices, self.d_slice)).index_add(-2, index, delta, alpha=self.scaling).flatten(-2)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = (alpha / r) B A, laid out like self.weight (so W0 + ΔW is the merged weight)."""
+        delta = torch.zeros(self.n_slices, self.d_slice, self.d_in, device=self.weight.device, dtype=self.weight.dtype)
+        A = self.lora_A.view(len(self.slices), self.r, self.d_in)
+        B = self.lora_B.view(len(self.slices), self.d_slice, self.r)
+        delta[list(self.slices)] = B @ A
+        delta = self.scaling * delta.flatten(0, 1)  # (d_out, d_in)
+        return delta.T if self.fan_in_fan_out else delta
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.weight -= self.delta_weight()
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"
+
+
+def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 8, dropout: float = 0.0,
+               init: str = "kaiming") -> nn.Module:
+    """Freeze every weight of `model` and put a trainable LoRA update on each target (paper names q k v o mlp)."""
+    if r < 1:
+        raise ValueError(f"method.r={r} must be >= 1")
+    if alpha <= 0:
+        raise ValueError(f"method.alpha={alpha} must be > 0")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"method.dropout={dropout} must be in [0, 1)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for site in resolve_targets(model, targets):
+        base = model.get_submodule(site.module)
+        d_out, d_in = base.weight.shape[::-1] if isinstance(base, Conv1D) else base.weight.shape
+        if r > min(d_in, d_out // site.n_slices):
+            raise ValueError(f"method.r={r} is larger than the layer {site.module} allows "
+                             f"(min(d_in, d_out) = {min(d_in, d_out // site.n_slices)})")
+        parent, _, child = site.module.rpartition(".")
+        layer = LoRALinear(base, r, alpha, dropout, init, site.slices, site.n_slices)
+        setattr(model.get_submodule(parent) if parent else model, child, layer)
+    return model
+
+
+def lora_layers(model: nn.Module) -> list[LoRALinear]:
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """W = W0 + (alpha / r) B A in every LoRA layer, in place; merging twice changes nothing."""
+    for layer in lora_layers(model):
+        layer.merge()
+    return model
+
+
+def unmerge_lora(model: nn.Module) -> nn.Module:
+    """W = W - (alpha / r) B A: back to W0, so another task's A and B can be loaded (task switching)."""
+    for layer in lora_layers(model):
+        layer.unmerge()
+    return model
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter: every lora_A / lora_B plus whatever else trains (the task head); never the frozen W0."""
+    return {name: p.detach().contiguous() for name, p in model.named_parameters()
+            if ".lora_" in name or p.requires_grad}
+
+
+def save_lora(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """Write lora_state_dict(model) as safetensors (tensors only, no pickle), with string metadata."""
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    save_file(lora_state_dict(model), str(path), metadata=meta)
+
+
+def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an adapter file; a missing, truncated or corrupted file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"adapter file {path} is not a readable safetensors file ({err})") from None
+
+
+def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load an adapter file into a LoRA model; refuse it, naming the first tensor, if it does not fit."""
+    if any(layer.merged for layer in lora_layers(model)):
+        raise RuntimeError("the model's LoRA weights are merged: call unmerge_lora(model) before load_lora")
+    tensors, expected = read_adapter(path), lora_state_dict(model)
+    lora_names = {n for n in expected if ".lora_" in n}
+    missing = sorted(lora_names - tensors.keys())
+    if missing:
+        raise ValueError(f"adapter {path} does not fit the model: it has no tensor {missing[0]} "
+                         f"(other architecture, targets or method?)")
+    for name, t in sorted(tensors.items()):
+        if name not in expected:
+            raise ValueError(f"adapter {path} does not fit the model: tensor {name} has no place in it "
+                             f"(other architecture, targets or method?)")
+        if t.shape != expected[name].shape:
+            raise ValueError(f"adapter {path} does not fit the model: tensor {name} has shape {tuple(t.shape)}, "
+                             f"the model expects {tuple(expected[name].shape)} (other r or task head?)")
+    model.load_state_dict(tensors, strict=False)
+    return model

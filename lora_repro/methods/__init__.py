@@ -1,0 +1,32 @@
+"""Adaptation methods by name (method.name): each decides which weights train; the task head always trains."""
+from __future__ import annotations
+
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from lora_repro.methods import full, lora
+from lora_repro.models import is_head
+
+METHODS = {"full": full.apply, "lora": lora.apply}
+
+
+def apply_method(model: nn.Module, method_cfg: DictConfig) -> nn.Module:
+    """Apply method_cfg.name to the model in place (freezing what it freezes), then unfreeze the task head."""
+    name = method_cfg.get("name")
+    if name not in METHODS:
+        raise ValueError(f"method.name={name!r} is not a method; choose one of {sorted(METHODS)}")
+    METHODS[name](model, method_cfg)
+    for param_name, p in model.named_parameters():
+        if is_head(param_name):
+            p.requires_grad_(True)
+    return model
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Trainable parameters of the method, the task head excluded, as the paper's tables count them."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_head(n))
+
+
+def count_head(model: nn.Module) -> int:
+    """Parameters of the task head (classifier), trained by every method and reported beside the count."""
+    return sum(p.numel() for n, p in model.named_parameters() if is_head(n))

@@ -1,0 +1,1 @@
+"""Metric modules with evaluate's interface (evaluate.Metric) that compute offline."""

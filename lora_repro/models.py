@@ -1,0 +1,71 @@
+"""Backbones by hub id (model.name), local folder (model.path) or a tiny random-init config (model.config)."""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          PreTrainedTokenizerFast)
+
+HEADS = ("classifier", "score")  # new, task-specific modules: trained by every method, counted apart (Table 2)
+AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
+
+
+def source(cfg: DictConfig) -> str:
+    """Where the weights come from, said once: a local folder, a tiny config, or the hub."""
+    if cfg.get("path"):
+        return f"local folder {cfg.path}"
+    if cfg.get("config"):
+        return f"random init from the tiny config {cfg.name}"
+    return f"hub id {cfg.name}"
+
+
+def check_model_dir(path: str) -> Path:
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there)")
+    return folder
+
+
+def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None
+               ) -> nn.Module:
+    """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id."""
+    auto = AUTO_CLASSES[kind]
+    extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
+    if cfg.get("path"):
+        return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
+    if cfg.get("config"):
+        fields = OmegaConf.to_container(cfg.config)
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields, **extra)
+        return auto.from_config(config)
+    return auto.from_pretrained(cfg.name, **extra)
+
+
+def char_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A character-level WordPiece tokenizer made in code, for tiny random-init models (no download)."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars) + ["##" + c for c in chars]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
+
+
+def load_tokenizer(cfg: DictConfig):
+    """The backbone's tokenizer, from the same place as its weights."""
+    if cfg.get("path"):
+        return AutoTokenizer.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True)
+    if cfg.get("config"):
+        return char_tokenizer()
+    return AutoTokenizer.from_pretrained(cfg.name)
+
+
+def is_head(name: str) -> bool:
+    """Is this parameter part of the task head (reported apart from the method's trainable parameters)?"""
+    return name.split(".", 1)[0] in HEADS

@@ -1,0 +1,70 @@
+"""A run's records: metrics.json, adapter.safetensors, train_log.jsonl in its run directory, and W&B."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+
+from lora_repro.lora import lora_state_dict
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a killed run never leaves half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_adapter(path: Path, model: torch.nn.Module, extras: dict[str, torch.Tensor], metadata: dict) -> None:
+    """The trainable tensors only (LoRA's A and B, the head; for full FT, everything), as safetensors."""
+    tensors = {**lora_state_dict(model), **{k: v.contiguous() for k, v in extras.items()}}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+
+
+class Logger:
+    """train_log.jsonl in the run directory, and W&B when logger.name=wandb (offline unless logger.mode says)."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig):
+        self.file = open(run_dir / "train_log.jsonl", "a")
+        self.wandb = None
+        if cfg.logger.name == "wandb":
+            import wandb
+            self.wandb = wandb.init(project=cfg.logger.project, mode=cfg.logger.mode, dir=str(run_dir),
+                                    name=run_name(cfg), group=cfg.experiment,
+                                    config=OmegaConf.to_container(cfg, resolve=True))
+
+    def __call__(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.wandb:
+            self.wandb.log(record, step=record.get("step"))
+
+    def summary(self, values: dict) -> None:
+        if self.wandb:
+            self.wandb.summary.update(values)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def run_name(cfg: DictConfig) -> str:
+    """experiment/model/task/method/r/seed: what a reader needs to tell runs apart."""
+    r = f"r{cfg.method.r}" if "r" in cfg.method else ""
+    return "/".join(str(p) for p in (cfg.experiment, cfg.model.name, task_name(cfg), cfg.method.name, r, f"seed{cfg.seed}") if p)
+
+
+def task_name(cfg: DictConfig) -> str:
+    return f"{cfg.task.name}/{cfg.task.subset}" if cfg.task.get("subset") else cfg.task.name

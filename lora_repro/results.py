@@ -1,0 +1,66 @@
+"""Gather every metrics.json under a folder into one table: python -m lora_repro.results DIR [--out CSV]."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+
+COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "alpha", "seed", "trainable_params",
+           "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s", "tokens_per_s", "peak_mem_mb"]
+
+
+def collect(folder: str | Path) -> pd.DataFrame:
+    """One row per run: its settings, its best-epoch metrics (metric.<name>) and `score`, the paper's metric."""
+    rows = []
+    for path in sorted(Path(folder).rglob("metrics.json")):
+        rec = json.loads(path.read_text())
+        row = {k: rec.get(k) for k in COLUMNS if k != "score"}
+        row["targets"] = ",".join(rec["targets"]) if rec.get("targets") else None
+        row["score"] = rec["metrics"][rec["main_metric"]]
+        row.update({f"metric.{k}": v for k, v in rec["metrics"].items()})
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rank_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 6 layout: rows r, columns the adapted weights, cells the median score over seeds."""
+    return frame.pivot_table(index="r", columns="targets", values="score", aggfunc="median")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun, print its table and write results.csv in the sweep folder."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        frame = collect(folder)
+        if frame.empty:
+            print(f"no finished runs under {folder}")
+            return
+        frame.to_csv(folder / "results.csv", index=False)
+        print(f"\n{len(frame)} runs in {folder} (table: {folder / 'results.csv'})")
+        if frame.r.nunique() > 1 or frame.targets.nunique() > 1:
+            print(rank_table(frame).to_string(float_format="%.4f"))
+        else:
+            print(frame[["method", "targets", "r", "seed", "score"]].to_string(index=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", help="a run or sweep directory (searched recursively for metrics.json)")
+    parser.add_argument("--out", help="write the table as CSV here")
+    args = parser.parse_args()
+    frame = collect(args.folder)
+    if frame.empty:
+        raise SystemExit(f"no metrics.json under {args.folder}")
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(frame[[c for c in COLUMNS if c in frame]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

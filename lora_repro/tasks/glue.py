@@ -1,0 +1,126 @@
+"""GLUE (8 tasks): from the hub through `datasets`, or from a folder of the original GLUE TSV files."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from transformers import DataCollatorWithPadding
+
+from lora_repro.metrics.glue import Glue
+from lora_repro.tasks import TaskData
+
+HUB_ID = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class Subset:
+    """One GLUE task: hub text columns, head size (1 = regression), metrics (first = the paper's), TSV layout."""
+    text: tuple[str, str | None]
+    num_labels: int
+    metrics: tuple[str, ...]
+    tsv: dict[str, str]  # split -> file name in the GLUE folder
+    columns: dict[str, str]  # TSV column -> hub column
+    labels: tuple[str, ...] | None = None  # TSV label strings in the hub's label order
+    header: list[str] | None = field(default=None)  # column names for a TSV without a header row (CoLA)
+
+
+_DEV = {"train": "train.tsv", "validation": "dev.tsv"}
+SUBSETS = {
+    "cola": Subset(("sentence", None), 2, ("matthews_correlation",), _DEV, {"sentence": "sentence", "label": "label"},
+                   header=["source", "label", "notes", "sentence"]),
+    "sst2": Subset(("sentence", None), 2, ("accuracy",), _DEV, {"sentence": "sentence", "label": "label"}),
+    "mrpc": Subset(("sentence1", "sentence2"), 2, ("accuracy", "f1"), _DEV,
+                   {"#1 String": "sentence1", "#2 String": "sentence2", "Quality": "label"}),
+    "qqp": Subset(("question1", "question2"), 2, ("accuracy", "f1"), _DEV,
+                  {"question1": "question1", "question2": "question2", "is_duplicate": "label"}),
+    "stsb": Subset(("sentence1", "sentence2"), 1, ("pearson", "spearmanr"), _DEV,
+                   {"sentence1": "sentence1", "sentence2": "sentence2", "score": "label"}),
+    "mnli": Subset(("premise", "hypothesis"), 3, ("accuracy",),
+                   {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
+                    "validation_mismatched": "dev_mismatched.tsv"},
+                   {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"},
+                   labels=("entailment", "neutral", "contradiction")),
+    "qnli": Subset(("question", "sentence"), 2, ("accuracy",), _DEV,
+                   {"question": "question", "sentence": "sentence", "label": "label"},
+                   labels=("entailment", "not_entailment")),
+    "rte": Subset(("sentence1", "sentence2"), 2, ("accuracy",), _DEV,
+                  {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"},
+                  labels=("entailment", "not_entailment")),
+}
+
+
+def subset(cfg: DictConfig) -> Subset:
+    if cfg.get("subset") not in SUBSETS:
+        raise ValueError(f"task.subset={cfg.get('subset')!r} is not a GLUE task; choose one of {list(SUBSETS)}")
+    return SUBSETS[cfg.subset]
+
+
+def read_tsv(path: Path, spec: Subset) -> pd.DataFrame:
+    """One original GLUE TSV file -> a frame with the hub's column names and integer (float for STS-B) labels."""
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype=str,
+                        header=None if spec.header else 0, names=spec.header, on_bad_lines="skip")
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"task.data_dir: {path} lacks column(s) {missing}; expected {list(spec.columns)}")
+    frame = frame[list(spec.columns)].rename(columns=spec.columns)
+    if spec.labels:
+        bad = sorted(set(frame.label) - set(spec.labels))
+        if bad:
+            raise ValueError(f"task.data_dir: {path} has label(s) {bad[:5]}; valid labels are {list(spec.labels)}")
+        frame["label"] = frame.label.map(spec.labels.index)
+    elif spec.num_labels == 1:
+        frame["label"] = frame.label.astype(float)
+    else:
+        numeric = pd.to_numeric(frame.label, errors="coerce")
+        bad = frame.label[~numeric.isin(range(spec.num_labels))]
+        if len(bad):
+            raise ValueError(f"task.data_dir: {path} has label {bad.iloc[0]!r} outside 0..{spec.num_labels - 1}")
+        frame["label"] = numeric.astype(int)
+    return frame
+
+
+def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
+    """Every split of the task, from task.data_dir if it is set, else from the hub."""
+    if cfg.get("data_dir"):
+        folder = Path(cfg.data_dir)
+        absent = [name for name in spec.tsv.values() if not (folder / name).is_file()]
+        if absent:
+            raise ValueError(f"task.data_dir={str(folder)!r} lacks {absent}; a GLUE {cfg.subset} folder holds "
+                             f"{list(spec.tsv.values())} (the original GLUE TSV files)")
+        return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec), preserve_index=False)
+                for split, name in spec.tsv.items()}
+    hub = datasets.load_dataset(HUB_ID, cfg.subset)
+    return {split: hub[split] for split in spec.tsv}
+
+
+def load(cfg: DictConfig, tokenizer) -> TaskData:
+    """GLUE task task.subset: tokenized splits (dev sets for evaluation, as the paper reports) and its metric."""
+    spec = subset(cfg)
+    splits = read_splits(cfg, spec)
+    a, b = spec.text
+
+    def tokenize(batch):
+        out = tokenizer(batch[a], batch[b] if b else None, truncation=True, max_length=int(cfg.max_seq_len))
+        out["labels"] = batch["label"]
+        return out
+
+    for split, n in (("train", cfg.get("max_train_samples")), *((s, cfg.get("max_eval_samples")) for s in splits)):
+        if n and split in splits and len(splits[split]) > n:
+            splits[split] = splits[split].shuffle(seed=int(cfg.get("data_seed", 0))).select(range(int(n)))
+    splits = {s: d.map(tokenize, batched=True, remove_columns=d.column_names) for s, d in splits.items()}
+    for d in splits.values():
+        d.set_format("torch")
+    metric = Glue(config_name=cfg.subset)
+    evals = [s for s in spec.tsv if s != "train"]
+
+    def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        preds = logits.squeeze(-1) if spec.num_labels == 1 else logits.argmax(-1)
+        return metric.compute(predictions=preds.tolist(), references=labels.tolist())
+
+    return TaskData(train=splits["train"], evals={s: splits[s] for s in evals},
+                    collate=DataCollatorWithPadding(tokenizer), score=score, main_metric=spec.metrics[0])

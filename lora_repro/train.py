@@ -1,0 +1,116 @@
+"""The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 on CUDA, eval every epoch."""
+from __future__ import annotations
+
+import random
+import resource
+import time
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from lora_repro.tasks import TaskData
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same CPU run, bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max allocated; CPU: peak resident set size of this process."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (LoRA's A and B included, as the reference code does), not biases or norms (HF Trainer)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device) -> dict[str, float]:
+    """The task's metrics on every eval split; splits after the first get their name as a suffix."""
+    model.eval()
+    metrics = {}
+    for i, (split, dataset) in enumerate(data.evals.items()):
+        logits, labels = [], []
+        for batch in DataLoader(dataset, batch_size=int(cfg.eval_batch_size), collate_fn=data.collate):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
+            labels.append(batch["labels"].cpu())
+        scores = data.score(torch.cat(logits), torch.cat(labels))
+        suffix = "" if i == 0 else "_" + split.removeprefix("validation_")
+        metrics.update({name + suffix: value for name, value in scores.items()})
+    model.train()
+    return metrics
+
+
+def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device, log) -> dict:
+    """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
+
+    `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B).
+    """
+    model.to(device).train()
+    loader = DataLoader(data.train, batch_size=int(cfg.batch_size), shuffle=True, collate_fn=data.collate,
+                        generator=torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0))), drop_last=False)
+    accum = int(cfg.grad_accum)
+    steps_per_epoch = max(1, len(loader) // accum)
+    total = steps_per_epoch * int(cfg.epochs)
+    warmup = int(cfg.warmup_steps) if cfg.get("warmup_steps") else int(float(cfg.warmup_ratio) * total)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    history, best, step, tokens, train_time = [], None, 0, 0, 0.0
+    bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1.0)
+    for epoch in range(int(cfg.epochs)):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
+        for i, batch in enumerate(loader):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch).loss / accum
+            loss.backward()
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            if (i + 1) % accum:
+                continue
+            if float(cfg.max_grad_norm) > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update()
+            if step % int(cfg.log_every) == 0 or step == total:
+                elapsed = train_time + time.perf_counter() - start
+                record = {"step": step, "epoch": epoch, "loss": loss.item() * accum, "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_s": tokens / max(elapsed, 1e-9)}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                log(record)
+            if step >= total:
+                break
+        train_time += time.perf_counter() - start
+        metrics = evaluate(model, data, cfg, device)
+        history.append({"epoch": epoch, "step": step, **metrics})
+        log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+        if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
+            best = {"epoch": epoch, "metrics": metrics}  # the paper reports the best epoch (App. D)
+    bar.close()
+    return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens / max(train_time, 1e-9),
+            "peak_mem_mb": peak_memory_mb(device), "metrics": best["metrics"], "best_epoch": best["epoch"],
+            "final_metrics": history[-1], "history": history}
