@@ -139,3 +139,16 @@ def test_learned_a_aligns_with_the_planted_update(tmp_path):
     chance = subspace_similarity(random_gaussian(8, 64, seed=1), planted, 1, 4)
     assert learned > 0.5 and chance < 0.15  # measured: 0.70 vs 0.04
     assert subspace_similarity(B, planted, 1, 4, side="B") > 0.6  # B's column space too (footnote); measured 0.80
+
+
+def test_reads_the_planted_update_of_a_fused_slice(tmp_path):
+    from lora_repro.record import save_adapter
+    model = apply_lora(tiny("gpt2"), ["q", "v"], r=2, alpha=2)
+    planted = {f"planted.transformer.h.1.attn.c_attn:{s}": torch.randn(32, 32) for s in (0, 2)}
+    save_adapter(tmp_path / "p.safetensors", model, planted, {"r": 2, "alpha": 2, "targets": ["q", "v"]})
+    torch.testing.assert_close(planted_delta(tmp_path / "p.safetensors", 1, "v"),
+                               planted["planted.transformer.h.1.attn.c_attn:2"])
+    with pytest.raises(KeyError, match="c_attn:0"):  # names what the file has
+        planted_delta(tmp_path / "p.safetensors", 1, "k")
+    with pytest.raises(KeyError, match="no module"):
+        planted_delta(tmp_path / "p.safetensors", 0, "v")
