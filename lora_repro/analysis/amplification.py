@@ -1,0 +1,39 @@
+"""How much ΔW amplifies directions of W (paper Sec. 7.3, Table 7, Appendix H.4)."""
+from __future__ import annotations
+
+import torch
+
+
+def projection_norm(W: torch.Tensor, U: torch.Tensor, Vh: torch.Tensor) -> float:
+    """||U^T W Vh^T||_F: W (d_out, d_in) projected onto an r-dim left (U: d_out x r) and right (Vh: r x d_in) subspace."""
+    return torch.linalg.matrix_norm(U.T @ W @ Vh.T).item()  # (r, r)
+
+
+def top_singular(M: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-r left (d_out, r) and right (r, d_in) singular vectors of M."""
+    U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    return U[:, :r], Vh[:r]
+
+
+def random_orthonormal(d_out: int, d_in: int, r: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random r-dim left (d_out, r) and right (r, d_in) subspace: the 'random' column of Table 7."""
+    gen = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(d_out, r, generator=gen, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(d_in, r, generator=gen, dtype=torch.float64))[0]
+    return U, V.T
+
+
+def amplification(delta: torch.Tensor, W: torch.Tensor, r: int, seed: int = 0) -> dict[str, float]:
+    """Table 7 for one weight: ||U^T W V^T||_F with U, V from ΔW, from W, and random; factor = ||ΔW||_F / proj_delta."""
+    if delta.shape != W.shape or delta.dim() != 2:
+        raise ValueError(f"ΔW {tuple(delta.shape)} and W {tuple(W.shape)} must be matrices of one shape (d_out, d_in)")
+    if not 1 <= r <= min(W.shape):
+        raise ValueError(f"r={r} must be in [1, {min(W.shape)}] for a {tuple(W.shape)} matrix")
+    delta, W = delta.detach().double(), W.detach().double()  # (d_out, d_in)
+    proj_delta = projection_norm(W, *top_singular(delta, r))
+    return {"delta_norm": torch.linalg.matrix_norm(delta).item(),
+            "w_norm": torch.linalg.matrix_norm(W).item(),
+            "proj_delta": proj_delta,
+            "proj_w": projection_norm(W, *top_singular(W, r)),
+            "proj_random": projection_norm(W, *random_orthonormal(*W.shape, r, seed)),
+            "factor": torch.linalg.matrix_norm(delta).item() / proj_delta}  # Appendix H.4: 21.5 at r=4 on GPT-3

@@ -1,0 +1,75 @@
+"""ΔW vs W (paper Sec. 7.3, Table 7): projections of W onto ΔW's, W's own and random directions; the factor."""
+import math
+
+import pytest
+import torch
+
+from lora_repro.analysis.amplification import amplification, projection_norm, random_orthonormal, top_singular
+
+D = 16
+W = torch.diag(torch.arange(D, 0, -1, dtype=torch.float64))  # singular values 16, 15, ..., 1 along e0, e1, ...
+
+
+def basis_update(strengths: dict[int, float]) -> torch.Tensor:
+    """ΔW = sum_k s_k e_k e_k^T: known singular directions."""
+    delta = torch.zeros(D, D, dtype=torch.float64)  # (d_out, d_in)
+    for k, s in strengths.items():
+        delta[k, k] = s
+    return delta
+
+
+def test_update_along_ws_weak_directions_is_amplified():
+    # ΔW on e15 (W's sigma 1) and e14 (sigma 2): U^T W V^T = diag(1, 2), so proj_delta = sqrt(5)
+    out = amplification(basis_update({15: 5.0, 14: 3.0}), W, r=2)
+    assert out["delta_norm"] == pytest.approx(math.sqrt(34))
+    assert out["w_norm"] == pytest.approx(math.sqrt(sum(k * k for k in range(1, D + 1))))
+    assert out["proj_delta"] == pytest.approx(math.sqrt(5))
+    assert out["proj_w"] == pytest.approx(math.sqrt(16 ** 2 + 15 ** 2))  # W's own top-2
+    assert out["factor"] == pytest.approx(out["delta_norm"] / out["proj_delta"])
+    assert out["factor"] == pytest.approx(math.sqrt(34 / 5))
+
+
+def test_update_along_ws_top_directions_is_not_amplified():
+    weak = amplification(basis_update({15: 5.0, 14: 3.0}), W, r=2)
+    strong = amplification(basis_update({0: 5.0, 1: 3.0}), W, r=2)
+    assert strong["proj_delta"] == pytest.approx(strong["proj_w"])  # same subspace as W's top-2
+    assert strong["factor"] < 1 < weak["factor"]
+
+
+def test_ws_own_directions_bound_any_other_projection():
+    # ||U^T W V^T||_F over r-dim U, V is largest for W's top-r singular vectors (sum of its top r sigma^2)
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(48, 32, generator=gen, dtype=torch.float64)
+    for r in (1, 4, 8):
+        out = amplification(torch.randn(48, 32, generator=gen, dtype=torch.float64), W, r)
+        assert out["proj_w"] >= out["proj_delta"] and out["proj_w"] >= out["proj_random"]
+        sigma = torch.linalg.svdvals(W)
+        assert out["proj_w"] == pytest.approx(sigma[:r].norm().item())
+
+
+def test_random_directions_capture_little_of_w():
+    # Table 7's random column: E ||U^T W V^T||_F^2 = r^2 / (d_out d_in) ||W||_F^2, tiny next to W's own top-r
+    gen = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(256, 256, generator=gen, dtype=torch.float64))
+    W = U @ torch.diag(0.9 ** torch.arange(256, dtype=torch.float64)) @ U.T * 60  # a decaying spectrum
+    out = amplification(torch.randn(256, 256, generator=gen, dtype=torch.float64), W, r=4)
+    assert out["proj_random"] < 0.1 * out["proj_w"]
+
+
+def test_projection_norm_and_helpers_have_the_documented_shapes():
+    U, Vh = random_orthonormal(12, 10, 3, seed=0)
+    assert U.shape == (12, 3) and Vh.shape == (3, 10)
+    torch.testing.assert_close(U.T @ U, torch.eye(3, dtype=U.dtype))
+    torch.testing.assert_close(Vh @ Vh.T, torch.eye(3, dtype=U.dtype))
+    M = torch.randn(12, 10, dtype=torch.float64)
+    Ut, Vt = top_singular(M, 3)
+    assert projection_norm(M, Ut, Vt) == pytest.approx(torch.linalg.svdvals(M)[:3].norm().item())
+    a, b = amplification(M, M, 3, seed=5), amplification(M, M, 3, seed=5)
+    assert a["proj_random"] == b["proj_random"]  # seeded
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="one shape"):
+        amplification(torch.zeros(4, 5), torch.zeros(5, 4), 1)
+    with pytest.raises(ValueError, match=r"r=9 must be in \[1, 4\]"):
+        amplification(torch.zeros(4, 5), torch.zeros(4, 5), 9)
