@@ -85,6 +85,11 @@ def test_adapter_d_drops_the_adapters_of_the_lowest_blocks():
     assert not any(".adapter." in n for n, _ in model.named_parameters() if ".layer.0." in n)
 
 
+def test_adapter_d_refuses_to_drop_every_block():
+    with pytest.raises(ValueError, match="method.drop_layers=2"):
+        apply_method(tiny("bert"), method("adapter_d", drop_layers=2))
+
+
 def test_gpt2_adapters_sit_on_attn_and_mlp_output_projections():
     model = apply_method(tiny("gpt2"), method("adapter_h", bottleneck=4))
     sites = {n.split(".", 3)[-1].split(".adapter.")[0] for n in trainable(model)}
@@ -186,6 +191,16 @@ def test_gpt2_medium_adapter_l_matches_table_3(bottleneck, printed):
 
 
 # --- the methods compose with the Hydra runner ---
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_baseline_composes_as_method_override(name):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"method={name}"])
+    assert cfg.method.name == name
+    model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)  # deeper than adapter_d's drop_layers: 5
+    assert 0 < count_trainable(model) < sum(p.numel() for p in model.parameters())
+
 
 def test_cli_trains_adapter_h_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

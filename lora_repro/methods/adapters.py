@@ -64,6 +64,9 @@ def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
     paths = site_paths(kind)
     drop = int(cfg.get("drop_layers", 0))
     for blocks in block_lists(model, kind):
+        if not 0 <= drop < len(model.get_submodule(blocks)):
+            raise ValueError(f"method.drop_layers={drop} must leave at least one of the "
+                             f"{len(model.get_submodule(blocks))} blocks with adapters")
         for block in list(model.get_submodule(blocks))[drop:]:  # AdapterDrop: none in the lowest drop_layers blocks
             for site in sites:
                 sub = block.get_submodule(paths[site])
