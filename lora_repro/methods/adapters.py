@@ -1,0 +1,77 @@
+"""Bottleneck adapters (paper Sec. 3 and 5.1: Adapter^H, ^P, ^L, ^D), inserted by hooks on existing sublayers."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+from transformers.activations import ACT2FN
+
+from lora_repro.targets import ARCHITECTURES, architecture, block_lists
+
+# Where an adapter may sit, per architecture, as paths inside one block (from targets.ARCHITECTURES):
+# "attention" = the attention output projection (Wo), "ffn" = the MLP's output projection. Both outputs then go to
+# the residual add (and, for BERT/RoBERTa, the post-LayerNorm), so adapter(sublayer(x)) sits where Houlsby puts it.
+SUPPORTED = ("bert", "roberta", "gpt2")
+SITES = ("attention", "ffn")
+
+
+class Adapter(nn.Module):
+    """h + up(act(down(LN(h)))): a d -> bottleneck -> d residual block; LN only for Adapter^L (Lin et al. 2020)."""
+
+    def __init__(self, d: int, bottleneck: int, activation: str, layernorm: bool, init_std: float,
+                 device=None, dtype=None):
+        super().__init__()
+        self.norm = nn.LayerNorm(d, device=device, dtype=dtype) if layernorm else nn.Identity()
+        self.down = nn.Linear(d, bottleneck, device=device, dtype=dtype)  # (bottleneck, d)
+        self.act = ACT2FN[activation]
+        self.up = nn.Linear(bottleneck, d, device=device, dtype=dtype)    # (d, bottleneck)
+        # near-zero up-projection: the adapter starts as (almost) the identity (Houlsby et al. 2019, Sec. 2.1)
+        nn.init.normal_(self.up.weight, std=init_std)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (batch, seq, d)
+        return h + self.up(self.act(self.down(self.norm(h))))
+
+
+def _adapt_output(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the sublayer's output passes through its adapter (module-level so the model still pickles)."""
+    return module.adapter(output)
+
+
+def _width(module: nn.Module) -> int:
+    """Output width of a projection: nn.Linear's out_features or GPT-2 Conv1D's nf."""
+    return module.out_features if isinstance(module, nn.Linear) else module.nf
+
+
+def site_paths(kind: str) -> dict[str, str]:
+    """Per site name, the path inside one block of the projection whose output the adapter takes."""
+    table = ARCHITECTURES[kind][1]
+    return {"attention": table["o"], "ffn": table["mlp"][-1]}
+
+
+def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
+    """Freeze the backbone and add an adapter after each of method.sites in every block above method.drop_layers."""
+    kind = architecture(model)
+    if kind not in SUPPORTED:
+        raise ValueError(f"method.name={cfg.name!r} has no adapter placement for architecture {kind!r}; "
+                         f"supported: {list(SUPPORTED)}")
+    sites = list(cfg.sites)
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites:
+        raise ValueError(f"method.sites={sites} has unknown name(s) {unknown}; choose from {list(SITES)}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    paths = site_paths(kind)
+    drop = int(cfg.get("drop_layers", 0))
+    for blocks in block_lists(model, kind):
+        if not 0 <= drop < len(model.get_submodule(blocks)):
+            raise ValueError(f"method.drop_layers={drop} must leave at least one of the "
+                             f"{len(model.get_submodule(blocks))} blocks with adapters")
+        for block in list(model.get_submodule(blocks))[drop:]:  # AdapterDrop: none in the lowest drop_layers blocks
+            for site in sites:
+                sub = block.get_submodule(paths[site])
+                weight = sub.weight
+                sub.adapter = Adapter(_width(sub), int(cfg.bottleneck), cfg.activation, bool(cfg.layernorm),
+                                      float(cfg.init_std), device=weight.device, dtype=weight.dtype)
+                sub.register_forward_hook(_adapt_output)
+    return model
