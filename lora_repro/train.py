@@ -15,6 +15,10 @@ from transformers import get_linear_schedule_with_warmup
 from lora_repro.tasks import TaskData
 
 
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or inf: the run stops rather than train on garbage."""
+
+
 def seed_everything(seed: int) -> None:
     """Same seed, same CPU run, bit for bit."""
     random.seed(seed)
@@ -85,6 +89,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch).loss / accum
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"training loss is {loss.item() * accum} at step {step + 1} (epoch {epoch}, "
+                                    f"batch {i}); lower train.lr={cfg.lr} or check the data")
             loss.backward()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if (i + 1) % accum:
