@@ -40,7 +40,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
               "total_params": sum(p.numel() for p in model.parameters())}
     logger.summary(counts)
     try:  # a failed run keeps its train_log.jsonl up to the failure, and writes no metrics.json
-        result = train(model, data, cfg.train, device, logger)
+        result = train(model, data, cfg.train, device, logger, run_dir, bool(cfg.get("resume", False)))
         record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
                   "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
                   "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),

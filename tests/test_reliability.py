@@ -99,3 +99,46 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
     assert "lower train.lr=1e+30" in out.stderr
     assert not (tmp_path / "metrics.json").exists()
     assert (tmp_path / "train_log.jsonl").is_file()  # what was written before the failure stays
+
+
+class Interrupt(Exception):
+    pass
+
+
+def build(cfg):
+    """Model (method applied) and task of one run, as lora_repro.run builds them."""
+    import torch
+    from lora_repro.methods import apply_method
+    from lora_repro.models import load_model
+    from lora_repro.tasks import load_task, num_labels
+    from lora_repro.train import seed_everything
+    torch.manual_seed(0)
+    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    data = load_task(cfg.task, model, None)
+    seed_everything(int(cfg.seed))
+    return apply_method(model, cfg.method), data
+
+
+def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tmp_path):
+    import torch
+    from lora_repro.train import train
+    cfg = config("task.n_train=128", "task.n_eval=32", "train.epochs=3", "method.dropout=0.1")
+    cpu = torch.device("cpu")
+    model, data = build(cfg)
+    straight = train(model, data, cfg.train, cpu, lambda record: None)
+
+    def stop_in_epoch_1(record):
+        if record.get("epoch") == 1:
+            raise Interrupt
+    model, data = build(cfg)
+    with pytest.raises(Interrupt):
+        train(model, data, cfg.train, cpu, stop_in_epoch_1, checkpoint_dir=tmp_path)
+    assert json.loads((tmp_path / "trainer_state.json").read_text())["epoch"] == 0
+    assert (tmp_path / "checkpoint.safetensors").is_file() and (tmp_path / "optimizer.pt").is_file()
+    model, data = build(cfg)
+    records = []
+    resumed = train(model, data, cfg.train, cpu, records.append, checkpoint_dir=tmp_path, resume=True)
+    assert {r["epoch"] for r in records} == {1, 2}  # epoch 0 came from the checkpoint, not trained again
+    assert resumed["steps"] == straight["steps"] and len(resumed["history"]) == 3
+    for a, b in zip(resumed["history"], straight["history"]):
+        assert a == pytest.approx(b, rel=1e-5)
