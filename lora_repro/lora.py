@@ -17,6 +17,18 @@ from lora_repro.targets import resolve_targets
 INITS = ("kaiming", "gaussian")
 
 
+def check_hparams(r, alpha, dropout, init: str = "kaiming") -> None:
+    """LoRA's knobs within their valid ranges, or a ValueError naming the field and what it may be."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"method.r={r!r} is not a rank; valid choices: an integer >= 1")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"method.alpha={alpha!r} is not a LoRA scale; valid choices: a number > 0")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"method.dropout={dropout!r} is not a dropout rate; valid choices: a number in [0, 1)")
+    if init not in INITS:
+        raise ValueError(f"method.init={init!r} is not a LoRA init; valid choices: {list(INITS)}")
+
+
 class LoRALinear(nn.Module):
     """A frozen nn.Linear / GPT-2 Conv1D with a trainable rank-r update on the output slices it adapts.
 
@@ -29,8 +41,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "kaiming",
                  slices: tuple[int, ...] = (0,), n_slices: int = 1):
         super().__init__()
-        if init not in INITS:
-            raise ValueError(f"method.init={init!r} is not a LoRA init; choose one of {list(INITS)}")
+        check_hparams(r, alpha, dropout, init)
         # Keep the base layer's own Parameters (same names in the state dict: weight, bias), frozen.
         self.weight, self.bias = base.weight, base.bias
         self.weight.requires_grad_(False)
@@ -97,12 +108,7 @@ class LoRALinear(nn.Module):
 def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 8, dropout: float = 0.0,
                init: str = "kaiming") -> nn.Module:
     """Freeze every weight of `model` and put a trainable LoRA update on each target (paper names q k v o mlp)."""
-    if r < 1:
-        raise ValueError(f"method.r={r} must be >= 1")
-    if alpha <= 0:
-        raise ValueError(f"method.alpha={alpha} must be > 0")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"method.dropout={dropout} must be in [0, 1)")
+    check_hparams(r, alpha, dropout, init)
     for p in model.parameters():
         p.requires_grad_(False)
     for site in resolve_targets(model, targets):

@@ -26,7 +26,8 @@ def source(cfg: DictConfig) -> str:
 def check_model_dir(path: str) -> Path:
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise ValueError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there)")
+        raise ValueError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there); "
+                         "valid choices: a folder saved by save_pretrained, or no model.path (hub id / tiny config)")
     return folder
 
 

@@ -1,4 +1,4 @@
-"""Gather every metrics.json under a folder into one table: python -m lora_repro.results DIR [--out CSV]."""
+"""Gather every metrics.json under a folder into one table, failed runs apart: python -m lora_repro.results DIR."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,21 @@ def collect(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def collect_failed(folder: str | Path) -> list[dict]:
+    """One entry per failed job of a multirun (its failed.json): run_dir, overrides and the error message."""
+    return [{"run_dir": str(path.parent), **json.loads(path.read_text())}
+            for path in sorted(Path(folder).rglob("failed.json"))]
+
+
+def failed_report(failed: list[dict]) -> str:
+    """The failed runs as lines under a heading, or nothing when none failed."""
+    if not failed:
+        return ""
+    lines = [f"\nfailed runs ({len(failed)}):"]
+    lines += [f"  {f['run_dir']} [{' '.join(f.get('overrides', []))}]: {f['error']}" for f in failed]
+    return "\n".join(lines)
+
+
 def rank_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 6 layout: rows r, columns the adapted weights, cells the median score over seeds."""
     return frame.pivot_table(index="r", columns="targets", values="score", aggfunc="median")
@@ -36,9 +51,9 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         folder = Path(config.hydra.sweep.dir)
-        frame = collect(folder)
+        frame, failed = collect(folder), failed_report(collect_failed(folder))
         if frame.empty:
-            print(f"no finished runs under {folder}")
+            print(f"no finished runs under {folder}{failed}")
             return
         frame.to_csv(folder / "results.csv", index=False)
         print(f"\n{len(frame)} runs in {folder} (table: {folder / 'results.csv'})")
@@ -46,20 +61,24 @@ class SweepSummary(Callback):
             print(rank_table(frame).to_string(float_format="%.4f"))
         else:
             print(frame[["method", "targets", "r", "seed", "score"]].to_string(index=False))
+        if failed:
+            print(failed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("folder", help="a run or sweep directory (searched recursively for metrics.json)")
+    parser.add_argument("folder", help="a run or sweep directory (searched for metrics.json and failed.json)")
     parser.add_argument("--out", help="write the table as CSV here")
     args = parser.parse_args()
-    frame = collect(args.folder)
+    frame, failed = collect(args.folder), failed_report(collect_failed(args.folder))
     if frame.empty:
-        raise SystemExit(f"no metrics.json under {args.folder}")
+        raise SystemExit(f"no metrics.json under {args.folder}{failed}")
     if args.out:
         frame.to_csv(args.out, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame[[c for c in COLUMNS if c in frame]].to_string(index=False))
+    if failed:
+        print(failed)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lora_repro.methods import apply_method, count_head, count_trainable
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
 from lora_repro.tasks import load_task, num_labels
-from lora_repro.train import pick_device, seed_everything, train
+from lora_repro.train import NonFiniteLoss, pick_device, seed_everything, train
+from lora_repro.validate import validate
 
 log = logging.getLogger("lora_repro")
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)  # a wrong config or data: one line, no traceback
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -33,25 +39,49 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     counts = {"trainable_params": count_trainable(model), "head_params": count_head(model),
               "total_params": sum(p.numel() for p in model.parameters())}
     logger.summary(counts)
-    result = train(model, data, cfg.train, device, logger)
-    record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name, "method": cfg.method.name,
-              "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
-              "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
-              "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), **counts, **result,
-              "config": OmegaConf.to_container(cfg, resolve=True)}
-    write_json(run_dir / "metrics.json", record)
-    save_adapter(run_dir / "adapter.safetensors", model, data.extras,
-                 {k: record[k] for k in ("model", "task", "method", "r", "alpha", "targets")})
-    logger.summary({f"best/{k}": v for k, v in result["metrics"].items()})
-    logger.close()
+    try:  # a failed run keeps its train_log.jsonl up to the failure, and writes no metrics.json
+        result = train(model, data, cfg.train, device, logger, run_dir, bool(cfg.get("resume", False)))
+        record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
+                  "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
+                  "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
+                  "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), **counts, **result,
+                  "config": OmegaConf.to_container(cfg, resolve=True)}
+        write_json(run_dir / "metrics.json", record)
+        save_adapter(run_dir / "adapter.safetensors", model, data.extras,
+                     {k: record[k] for k in ("model", "task", "method", "r", "alpha", "targets")})
+        logger.summary({f"best/{k}": v for k, v in result["metrics"].items()})
+    finally:
+        logger.close()
     return record
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def main(cfg: DictConfig) -> float | None:
+    """One run. A failed job of a multirun writes failed.json and lets the others go on; a single run exits 1."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     start = time.perf_counter()
-    record = run(cfg, run_dir)
+    try:
+        validate(cfg)
+        record = run(cfg, run_dir)
+    except Exception as err:
+        if not multirun and not isinstance(err, USER_ERRORS):
+            raise  # a bug, not a user error: the full traceback
+        message = str(err) or type(err).__name__
+        if multirun:
+            write_json(run_dir / "failed.json", {"error": message, "type": type(err).__name__,
+                                                 "overrides": list(hydra_cfg.overrides.task),
+                                                 "traceback": traceback.format_exc()})
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {message}",
+                  file=sys.stderr)
+            return None
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
     value = record["metrics"][record["main_metric"]]
     print(f"[{record['task']} {record['method']} r={record['r']} seed={record['seed']}] "
           f"{record['main_metric']}={value:.4f} (best epoch {record['best_epoch']}), "

@@ -34,6 +34,15 @@ class Site:
     n_slices: int = 1
 
 
+def check_targets(targets) -> list[str]:
+    """Paper names as a list, or a ValueError listing the unknown ones and the valid choices."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    unknown = [t for t in names if t not in TARGET_NAMES]
+    if unknown or not names:
+        raise ValueError(f"method.targets={names} has unknown name(s) {unknown}; valid choices: {list(TARGET_NAMES)}")
+    return names
+
+
 def architecture(model: nn.Module) -> str:
     """The model's architecture name (config.model_type), if the suite knows where its projections are."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
@@ -52,10 +61,7 @@ def block_lists(model: nn.Module, kind: str) -> list[str]:
 def resolve_targets(model: nn.Module, targets) -> list[Site]:
     """Paper names (e.g. ["q", "v"]) -> the modules to adapt in every block, fused slices grouped by module."""
     kind = architecture(model)
-    names = [targets] if isinstance(targets, str) else list(targets)
-    unknown = [t for t in names if t not in TARGET_NAMES]
-    if unknown or not names:
-        raise ValueError(f"method.targets={names} has unknown name(s) {unknown}; choose from {list(TARGET_NAMES)}")
+    names = check_targets(targets)
     table = ARCHITECTURES[kind][1]
     lists = block_lists(model, kind)
     if not lists:

@@ -1,18 +1,27 @@
 """The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 on CUDA, eval every epoch."""
 from __future__ import annotations
 
+import json
+import os
 import random
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from lora_repro.record import write_json
 from lora_repro.tasks import TaskData
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or inf: the run stops rather than train on garbage."""
 
 
 def seed_everything(seed: int) -> None:
@@ -61,14 +70,48 @@ def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: to
     return metrics
 
 
-def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device, log) -> dict:
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator,
+                    state: dict) -> None:
+    """After an epoch: trainable tensors, optimizer/scheduler/RNG state, then trainer_state.json (written last)."""
+    tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(tensors, str(folder / "checkpoint.tmp"))
+    os.replace(folder / "checkpoint.tmp", folder / "checkpoint.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "order": order.get_state(), "torch": torch.get_rng_state(), "random": random.getstate(),
+                "numpy": np.random.get_state()}, folder / "optimizer.tmp")
+    os.replace(folder / "optimizer.tmp", folder / "optimizer.pt")
+    write_json(folder / "trainer_state.json", state)
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator) -> dict:
+    """Restore what save_checkpoint wrote; returns trainer_state.json (epoch done, step, history, best)."""
+    state = json.loads((folder / "trainer_state.json").read_text())
+    tensors = load_file(str(folder / "checkpoint.safetensors"))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+    extra = torch.load(folder / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    order.set_state(extra["order"])
+    torch.set_rng_state(extra["torch"])
+    random.setstate(extra["random"])
+    np.random.set_state(extra["numpy"])
+    return state
+
+
+def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device, log,
+          checkpoint_dir: Path | None = None, resume: bool = False) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
 
-    `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B).
+    `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B). With checkpoint_dir,
+    each epoch ends with a checkpoint there; resume=True continues from it when one exists.
     """
     model.to(device).train()
+    order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
     loader = DataLoader(data.train, batch_size=int(cfg.batch_size), shuffle=True, collate_fn=data.collate,
-                        generator=torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0))), drop_last=False)
+                        generator=order, drop_last=False)
     accum = int(cfg.grad_accum)
     steps_per_epoch = max(1, len(loader) // accum)
     total = steps_per_epoch * int(cfg.epochs)
@@ -76,15 +119,23 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    history, best, step, tokens, train_time = [], None, 0, 0, 0.0
-    bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1.0)
-    for epoch in range(int(cfg.epochs)):
+    history, best, step, tokens, train_time, first = [], None, 0, 0, 0.0, 0
+    if resume and checkpoint_dir and (checkpoint_dir / "trainer_state.json").is_file():
+        state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, order)
+        history, best, step, tokens, train_time = (state[k] for k in ("history", "best", "step", "tokens",
+                                                                      "train_time"))
+        first = state["epoch"] + 1
+    bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
+    for epoch in range(first, int(cfg.epochs)):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
         for i, batch in enumerate(loader):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch).loss / accum
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"training loss is {loss.item() * accum} at step {step + 1} (epoch {epoch}, "
+                                    f"batch {i}); lower train.lr={cfg.lr} or check the data")
             loss.backward()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if (i + 1) % accum:
@@ -110,6 +161,10 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
             best = {"epoch": epoch, "metrics": metrics}  # the paper reports the best epoch (App. D)
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order,
+                            {"epoch": epoch, "step": step, "tokens": tokens, "train_time": train_time,
+                             "history": history, "best": best})
     bar.close()
     return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens / max(train_time, 1e-9),
             "peak_mem_mb": peak_memory_mb(device), "metrics": best["metrics"], "best_epoch": best["epoch"],

@@ -12,12 +12,16 @@ METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_t
            "adapter_l": adapters.apply, "adapter_d": adapters.apply}
 
 
-def apply_method(model: nn.Module, method_cfg: DictConfig) -> nn.Module:
-    """Apply method_cfg.name to the model in place (freezing what it freezes), then unfreeze the task head."""
+def check_name(method_cfg: DictConfig) -> str:
     name = method_cfg.get("name")
     if name not in METHODS:
-        raise ValueError(f"method.name={name!r} is not a method; choose one of {sorted(METHODS)}")
-    METHODS[name](model, method_cfg)
+        raise ValueError(f"method.name={name!r} is not a method; valid choices: {sorted(METHODS)}")
+    return name
+
+
+def apply_method(model: nn.Module, method_cfg: DictConfig) -> nn.Module:
+    """Apply method_cfg.name to the model in place (freezing what it freezes), then unfreeze the task head."""
+    METHODS[check_name(method_cfg)](model, method_cfg)
     for param_name, p in model.named_parameters():
         if is_head(param_name):
             p.requires_grad_(True)

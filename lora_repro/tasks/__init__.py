@@ -23,7 +23,7 @@ class TaskData:
 
 def check_name(cfg: DictConfig) -> str:
     if cfg.get("name") not in TASKS:
-        raise ValueError(f"task.name={cfg.get('name')!r} is not a task; choose one of {list(TASKS)}")
+        raise ValueError(f"task.name={cfg.get('name')!r} is not a task; valid choices: {list(TASKS)}")
     return cfg.name
 
 

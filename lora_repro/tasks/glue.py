@@ -56,8 +56,21 @@ SUBSETS = {
 
 def subset(cfg: DictConfig) -> Subset:
     if cfg.get("subset") not in SUBSETS:
-        raise ValueError(f"task.subset={cfg.get('subset')!r} is not a GLUE task; choose one of {list(SUBSETS)}")
+        raise ValueError(f"task.subset={cfg.get('subset')!r} is not a GLUE task; valid choices: {list(SUBSETS)}")
     return SUBSETS[cfg.subset]
+
+
+def check_data_dir(cfg: DictConfig, spec: Subset) -> Path:
+    """task.data_dir as a folder holding every TSV file of the subset, or an error saying what it lacks."""
+    folder = Path(cfg.data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"task.data_dir={str(folder)!r} is not a folder; a GLUE {cfg.subset} folder holds "
+                                f"{list(spec.tsv.values())} (the original GLUE TSV files)")
+    absent = [name for name in spec.tsv.values() if not (folder / name).is_file()]
+    if absent:
+        raise ValueError(f"task.data_dir={str(folder)!r} lacks {absent}; a GLUE {cfg.subset} folder holds "
+                         f"{list(spec.tsv.values())} (the original GLUE TSV files)")
+    return folder
 
 
 def read_tsv(path: Path, spec: Subset) -> pd.DataFrame:
@@ -87,11 +100,7 @@ def read_tsv(path: Path, spec: Subset) -> pd.DataFrame:
 def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
     """Every split of the task, from task.data_dir if it is set, else from the hub."""
     if cfg.get("data_dir"):
-        folder = Path(cfg.data_dir)
-        absent = [name for name in spec.tsv.values() if not (folder / name).is_file()]
-        if absent:
-            raise ValueError(f"task.data_dir={str(folder)!r} lacks {absent}; a GLUE {cfg.subset} folder holds "
-                             f"{list(spec.tsv.values())} (the original GLUE TSV files)")
+        folder = check_data_dir(cfg, spec)
         return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec), preserve_index=False)
                 for split, name in spec.tsv.items()}
     hub = datasets.load_dataset(HUB_ID, cfg.subset)

@@ -1,0 +1,25 @@
+"""Check a run's config before any work: each wrong field is one error naming the field, its value and the choices."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from lora_repro import lora, methods, targets, tasks
+from lora_repro.models import check_model_dir
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Raise ValueError / FileNotFoundError on the first wrong field; the checks are the ones deeper code runs."""
+    tasks.check_name(cfg.task)
+    if cfg.task.name == "glue":
+        from lora_repro.tasks import glue
+        spec = glue.subset(cfg.task)
+        if cfg.task.get("data_dir"):
+            glue.check_data_dir(cfg.task, spec)
+    methods.check_name(cfg.method)
+    if cfg.method.name == "lora":
+        targets.check_targets(cfg.method.get("targets") or [])
+        lora.check_hparams(cfg.method.get("r"), cfg.method.get("alpha"), cfg.method.get("dropout", 0.0),
+                           cfg.method.get("init", "kaiming"))
+    if cfg.model.get("path"):
+        check_model_dir(cfg.model.path)
+    return cfg
