@@ -70,6 +70,12 @@ def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: to
     return metrics
 
 
+def numpy_state_as_tensors() -> tuple:
+    """NumPy's RNG state with its key array as a tensor, so torch.load(weights_only=True) can read it back."""
+    name, keys, *rest = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), *rest)
+
+
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator,
                     state: dict) -> None:
     """After an epoch: trainable tensors, optimizer/scheduler/RNG state, then trainer_state.json (written last)."""
@@ -78,7 +84,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     os.replace(folder / "checkpoint.tmp", folder / "checkpoint.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "order": order.get_state(), "torch": torch.get_rng_state(), "random": random.getstate(),
-                "numpy": np.random.get_state()}, folder / "optimizer.tmp")
+                "numpy": numpy_state_as_tensors()}, folder / "optimizer.tmp")
     os.replace(folder / "optimizer.tmp", folder / "optimizer.pt")
     write_json(folder / "trainer_state.json", state)
 
@@ -91,13 +97,14 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor)
-    extra = torch.load(folder / "optimizer.pt", weights_only=False)
+    extra = torch.load(folder / "optimizer.pt", weights_only=True)  # tensors and plain values only: no pickled code
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     order.set_state(extra["order"])
     torch.set_rng_state(extra["torch"])
     random.setstate(extra["random"])
-    np.random.set_state(extra["numpy"])
+    name, keys, *rest = extra["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     return state
 
 
