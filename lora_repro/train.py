@@ -76,21 +76,22 @@ def numpy_state_as_tensors() -> tuple:
     return (name, torch.from_numpy(keys.astype(np.int64)), *rest)
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator,
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Tensor,
                     state: dict) -> None:
-    """After an epoch: trainable tensors, optimizer/scheduler/RNG state, then trainer_state.json (written last)."""
+    """Trainable tensors, optimizer/scheduler/RNG state, then trainer_state.json (written last, so it marks a whole
+    checkpoint). `order` is the data-order generator's state at the start of the epoch being trained."""
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(tensors, str(folder / "checkpoint.tmp"))
     os.replace(folder / "checkpoint.tmp", folder / "checkpoint.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "order": order.get_state(), "torch": torch.get_rng_state(), "random": random.getstate(),
+                "order": order, "torch": torch.get_rng_state(), "random": random.getstate(),
                 "numpy": numpy_state_as_tensors()}, folder / "optimizer.tmp")
     os.replace(folder / "optimizer.tmp", folder / "optimizer.pt")
     write_json(folder / "trainer_state.json", state)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator) -> dict:
-    """Restore what save_checkpoint wrote; returns trainer_state.json (epoch done, step, history, best)."""
+    """Restore what save_checkpoint wrote; returns trainer_state.json (epoch, batches done in it, step, history)."""
     state = json.loads((folder / "trainer_state.json").read_text())
     tensors = load_file(str(folder / "checkpoint.safetensors"))
     params = dict(model.named_parameters())
@@ -113,7 +114,8 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
 
     `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B). With checkpoint_dir,
-    each epoch ends with a checkpoint there; resume=True continues from it when one exists.
+    a checkpoint is written there every cfg.checkpoint_every optimizer steps (0: none mid-epoch) and at the end of
+    each epoch; resume=True continues from it when one exists, mid-epoch included, with the same data order.
     """
     model.to(device).train()
     order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
@@ -126,17 +128,23 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    history, best, step, tokens, train_time, first = [], None, 0, 0, 0.0, 0
+    history, best, step, tokens, train_time, first, skip = [], None, 0, 0, 0.0, 0, 0
     if resume and checkpoint_dir and (checkpoint_dir / "trainer_state.json").is_file():
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, order)
         history, best, step, tokens, train_time = (state[k] for k in ("history", "best", "step", "tokens",
                                                                       "train_time"))
-        first = state["epoch"] + 1
+        first, skip = state["epoch"], state["batches_done"]  # skip = 0: that epoch is finished
+        if not skip:
+            first += 1
+    every = int(cfg.get("checkpoint_every", 0))
     bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
     for epoch in range(first, int(cfg.epochs)):
         start = time.perf_counter()
+        epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
         for i, batch in enumerate(loader):
+            if epoch == first and i < skip:  # resumed mid-epoch: these batches were trained before the kill
+                continue
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch).loss / accum
@@ -160,6 +168,11 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                           "tokens_per_s": tokens / max(elapsed, 1e-9)}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 log(record)
+            if checkpoint_dir and every and step % every == 0 and i + 1 < len(loader):
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, epoch_order,
+                                {"epoch": epoch, "batches_done": i + 1, "step": step, "tokens": tokens,
+                                 "train_time": train_time + time.perf_counter() - start, "history": history,
+                                 "best": best})
             if step >= total:
                 break
         train_time += time.perf_counter() - start
@@ -169,8 +182,8 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
             best = {"epoch": epoch, "metrics": metrics}  # the paper reports the best epoch (App. D)
         if checkpoint_dir:
-            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order,
-                            {"epoch": epoch, "step": step, "tokens": tokens, "train_time": train_time,
+            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order.get_state(),
+                            {"epoch": epoch, "batches_done": 0, "step": step, "tokens": tokens, "train_time": train_time,
                              "history": history, "best": best})
     bar.close()
     return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens / max(train_time, 1e-9),

@@ -142,3 +142,30 @@ def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tmp_path
     assert resumed["steps"] == straight["steps"] and len(resumed["history"]) == 3
     for a, b in zip(resumed["history"], straight["history"]):
         assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(tmp_path):
+    import signal
+    import time
+    args = ["lora_repro.run", "task.n_train=4096", "train.epochs=2", "train.checkpoint_every=8", "method.dropout=0.1"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", *args, f"hydra.run.dir={killed}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file, deadline = killed / "trainer_state.json", time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # kill at the first mid-epoch checkpoint
+        if state_file.is_file() and json.loads(state_file.read_text())["batches_done"]:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before a mid-epoch checkpoint could be killed"
+    assert not (killed / "metrics.json").exists()
+    done = json.loads(state_file.read_text())
+    assert done["epoch"] == 0 and 0 < done["batches_done"] < 128
+    assert cli(*args, f"hydra.run.dir={killed}", "resume=true").returncode == 0
+    assert cli(*args, f"hydra.run.dir={tmp_path / 'straight'}").returncode == 0
+    resumed = json.loads((killed / "metrics.json").read_text())
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert resumed["steps"] == straight["steps"]
+    for a, b in zip(resumed["history"], straight["history"]):
+        assert a == pytest.approx(b, rel=1e-5)
