@@ -58,6 +58,7 @@ def test_counts_on_gpt2_medium_against_the_paper():
     # Table 3 prints PreLayer 0.35M on GPT-2 M = 24 x 1024 x (l_p + l_i), i.e. l_p + l_i = 14.2: no whole length
     # gives it; 14 tokens give 344,064 (0.34M), 15 give 368,640 (0.37M).
     assert count_trainable(model) == 24 * 1024 * 14 == 344_064
+    # GPT-2 L's 0.77M = 36 x 1280 x 16.7 tokens: again no whole length (16 -> 737,280; 17 -> 783,360).
     # GPT-3 (d = 12288, L = 96), Sec. 5.1: PreEmbed l_p=256, l_i=8 -> 12288 x 264 = 3,244,032, the printed 3.2M;
     # PreLayer l_p=8, l_i=8 -> 96 x 12288 x 16 = 18,874,368, not the printed 20.2M (which would need 17.1 tokens;
     # the paper does not say what else it counts).
