@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from lora_repro.methods import adapters, bitfit, full, lora, top_k
+from lora_repro.methods import adapters, bitfit, full, lora, prefix, top_k
 from lora_repro.models import is_head
 
 METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_topk": top_k.apply,
            "bitfit": bitfit.apply, "adapter_h": adapters.apply, "adapter_p": adapters.apply,
-           "adapter_l": adapters.apply, "adapter_d": adapters.apply}
+           "adapter_l": adapters.apply, "adapter_d": adapters.apply,
+           "prefix_embed": prefix.apply_embed, "prefix_layer": prefix.apply_layer}
 
 
 def check_name(method_cfg: DictConfig) -> str:

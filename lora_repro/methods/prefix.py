@@ -1,0 +1,125 @@
+"""Prefix-embedding and prefix-layer tuning (paper Sec. 5.1: PreEmbed, PreLayer), inserted by forward hooks."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from lora_repro.targets import architecture, block_lists
+
+# Where the special tokens go, per architecture: GPT-2 gets them at the front ("prefix" = prepended); BERT/RoBERTa
+# right after [CLS]/<s>, because their pooler and classifier read position 0. The inserted positions are cut out of
+# the base model's last_hidden_state again, so every head (pooler, last-non-pad-token score, LM loss on labels)
+# sees the original sequence and needs no change.
+INSERT_AT = {"bert": 1, "roberta": 1, "gpt2": 0}
+# Infix tokens are appended after the input. Only a bidirectional encoder can attend to them from the input; in
+# GPT-2 the infix belongs between prompt and completion, a task-specific split this suite does not know.
+INFIX_OK = ("bert", "roberta")
+
+
+class PrefixTokens(nn.Module):
+    """The trainable vectors: (n_layers or 1, l_p + l_i, d); mode "embed" feeds them in, "layer" overwrites."""
+
+    def __init__(self, mode: str, n_vectors: int, prefix_len: int, infix_len: int, d: int, at: int, init_std: float,
+                 device=None, dtype=None):
+        super().__init__()
+        self.mode, self.prefix_len, self.infix_len, self.at = mode, prefix_len, infix_len, at
+        self.weight = nn.Parameter(torch.randn(n_vectors, prefix_len + infix_len, d, device=device, dtype=dtype)
+                                   * init_std)
+
+    def insert(self, h: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """h: (batch, seq, ...) -> (batch, l_p + seq + l_i, ...) with new: (l_p + l_i, ...) at the special positions."""
+        new = new.to(h.dtype).expand(h.shape[0], *new.shape)
+        lp = self.prefix_len
+        return torch.cat([h[:, :self.at], new[:, :lp], h[:, self.at:], new[:, lp:]], dim=1)
+
+    def remove(self, h: torch.Tensor) -> torch.Tensor:
+        """(batch, l_p + seq + l_i, ...) -> (batch, seq, ...): drop the special positions again."""
+        end = h.shape[1] - self.infix_len
+        return torch.cat([h[:, :self.at], h[:, self.at + self.prefix_len:end]], dim=1)
+
+    def overwrite(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """PreLayer: the special positions of h take this layer's trainable activations."""
+        return self.insert(self.remove(h), self.weight[layer])
+
+
+def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook on the base model: input_ids -> inputs_embeds with the special tokens, masks extended."""
+    signature = inspect.signature(base.forward)
+    bound = signature.bind_partial(*args, **kwargs).arguments
+    var_kw = [n for n, p in signature.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    kwargs = {**(bound.pop(var_kw[0], {}) if var_kw else {}), **bound}
+    prefix: PrefixTokens = base.prefix
+    if kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0:
+        raise ValueError("prefix tuning is implemented for full-sequence forward passes, not cached generation")
+    if kwargs.get("position_ids") is not None:
+        raise ValueError("prefix tuning builds its own positions; pass no position_ids")
+    ids = kwargs.pop("input_ids", None)
+    embeds = kwargs.get("inputs_embeds")
+    embeds = base.get_input_embeddings()(ids) if embeds is None else embeds
+    # PreEmbed: the special tokens' word embeddings are the trainable vectors; PreLayer: zeros here, since every
+    # block's input at those positions is overwritten by its own trainable activations (_overwrite_layer)
+    new = prefix.weight[0] if prefix.mode == "embed" else embeds.new_zeros(prefix.weight.shape[1:])
+    kwargs["inputs_embeds"] = prefix.insert(embeds, new)
+    for key, fill in (("attention_mask", 1), ("token_type_ids", 0)):
+        if kwargs.get(key) is not None:  # (batch, seq) -> (batch, l_p + seq + l_i); the special tokens are seen
+            kwargs[key] = prefix.insert(kwargs[key], kwargs[key].new_full(prefix.weight.shape[1:2], fill))
+    return (), kwargs
+
+
+def _remove_tokens(base: nn.Module, args: tuple, kwargs: dict, output):
+    """Forward hook on the base model: the last hidden state loses the special positions again."""
+    output["last_hidden_state"] = base.prefix.remove(output["last_hidden_state"])
+    return output
+
+
+def _overwrite_layer(block: nn.Module, args: tuple):
+    """Forward pre-hook on block i (PreLayer): its input activations at the special positions are trainable."""
+    return (block.prefix_tokens.overwrite(args[0], block.prefix_layer), *args[1:])
+
+
+def _lengths(cfg: DictConfig, kind: str) -> tuple[int, int]:
+    prefix_len, infix_len = int(cfg.prefix_len), int(cfg.get("infix_len", 0))
+    if prefix_len < 0 or infix_len < 0 or prefix_len + infix_len == 0:
+        raise ValueError(f"method.prefix_len={prefix_len}, method.infix_len={infix_len}: both must be >= 0 "
+                         f"and at least one > 0")
+    if infix_len and kind not in INFIX_OK:
+        raise ValueError(f"method.infix_len={infix_len} is supported only for {list(INFIX_OK)}, not {kind!r}; "
+                         f"set method.infix_len=0")
+    return prefix_len, infix_len
+
+
+def _apply(model: nn.Module, cfg: DictConfig, mode: str) -> nn.Module:
+    kind = architecture(model)
+    if kind not in INSERT_AT:
+        raise ValueError(f"method.name={cfg.name!r} has no token placement for architecture {kind!r}; "
+                         f"supported: {sorted(INSERT_AT)}")
+    prefix_len, infix_len = _lengths(cfg, kind)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    base = model.base_model
+    (blocks_path,) = block_lists(base, kind)
+    blocks = list(base.get_submodule(blocks_path))
+    emb = base.get_input_embeddings().weight
+    base.prefix = PrefixTokens(mode, len(blocks) if mode == "layer" else 1, prefix_len, infix_len, emb.shape[1],
+                               INSERT_AT[kind], float(cfg.init_std), device=emb.device, dtype=emb.dtype)
+    base.register_forward_pre_hook(_insert_tokens, with_kwargs=True)
+    base.register_forward_hook(_remove_tokens, with_kwargs=True)
+    if mode == "layer":
+        for i, block in enumerate(blocks):
+            object.__setattr__(block, "prefix_tokens", base.prefix)  # a reference, not a second registered copy
+            block.prefix_layer = i
+            block.register_forward_pre_hook(_overwrite_layer)
+    return model
+
+
+def apply_embed(model: nn.Module, cfg: DictConfig) -> nn.Module:
+    """PreEmbed: freeze the backbone; l_p + l_i special tokens with trainable word embeddings, d (l_p + l_i)."""
+    return _apply(model, cfg, "embed")
+
+
+def apply_layer(model: nn.Module, cfg: DictConfig) -> nn.Module:
+    """PreLayer: freeze the backbone; trainable activations at the special positions in every block, L d (l_p+l_i)."""
+    return _apply(model, cfg, "layer")
