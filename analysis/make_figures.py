@@ -1,0 +1,246 @@
+"""The paper's figures and Table 7 from a folder of runs: python analysis/make_figures.py [RESULTS_DIR] [--out DIR]."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from lora_repro.analysis.amplification import amplification  # noqa: E402
+from lora_repro.analysis.subspace import _module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
+from lora_repro.analysis.tables import side_by_side  # noqa: E402
+from lora_repro.lora import read_adapter  # noqa: E402
+from lora_repro.models import load_model  # noqa: E402
+from lora_repro.results import collect  # noqa: E402
+from lora_repro.tasks import num_labels  # noqa: E402
+
+LAYER = 0  # the paper's Figures 3-4 show one layer (48th of GPT-3); ours: the first
+ZOOM = 8   # the zoomed panels: the first 8 x 8 directions
+
+
+def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    """Write one figure as PNG and PDF; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    print(f"wrote {paths[0]} (+ .pdf)")
+    return paths
+
+
+def skip(name: str, why: str) -> list[Path]:
+    print(f"skip {name}: {why}")
+    return []
+
+
+def lora_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The LoRA runs that saved an adapter."""
+    if runs.empty:
+        return runs
+    keep = (runs.method == "lora") & runs.run_dir.map(lambda d: (Path(d) / "adapter.safetensors").is_file())
+    return runs[keep]
+
+
+def rank_ablation(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Table 6 as a plot: score vs r per target set, median over seeds, min-max bars."""
+    lora = runs[runs.method == "lora"] if not runs.empty else runs
+    if lora.empty or lora.r.nunique() < 2:
+        return skip("rank_ablation", "needs LoRA runs at two or more ranks")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for targets, group in lora.groupby("targets"):
+        stats = group.groupby("r").score.agg(["median", "min", "max"]).sort_index()
+        ax.errorbar(stats.index, stats["median"], yerr=[stats["median"] - stats["min"], stats["max"] - stats["median"]],
+                    marker="o", capsize=3, label=targets)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rank r")
+    ax.set_ylabel(f"score ({lora.main_metric.iloc[0]})")
+    ax.set_title("Effect of the rank r (cf. paper Table 6)")
+    ax.legend(title="adapted weights")
+    return save(fig, out, "rank_ablation")
+
+
+def weight_type(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Table 5 as a bar chart: score per target set at the fixed parameter budget."""
+    group = runs[runs.experiment == "weight_type_ablation"] if not runs.empty else runs
+    if group.empty:
+        return skip("weight_type", "no runs of experiment weight_type_ablation")
+    stats = group.groupby(["targets", "r"]).score.agg(["median", "min", "max"]).reset_index()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{t}\nr={r}" for t, r in zip(stats.targets, stats.r)]
+    ax.bar(labels, stats["median"], yerr=[stats["median"] - stats["min"], stats["max"] - stats["median"]], capsize=3)
+    ax.set_xlabel("adapted weights (rank)")
+    ax.set_ylabel(f"score ({group.main_metric.iloc[0]})")
+    ax.set_title("Which weights to adapt at a fixed budget (cf. paper Table 5)")
+    return save(fig, out, "weight_type")
+
+
+def heatmaps(panels: list[tuple[str, torch.Tensor]], title: str) -> plt.Figure:
+    """One row of subspace-similarity grids, phi(i, j) with i, j counted from 1."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (name, grid) in zip(axes[0], panels):
+        k1, k2 = grid.shape
+        image = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper",
+                          extent=(0.5, k2 + 0.5, k1 + 0.5, 0.5))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("j")
+        ax.set_ylabel("i")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="φ(i, j)")
+    fig.suptitle(title)
+    return fig
+
+
+def one_run(frame: pd.DataFrame, **where) -> pd.Series | None:
+    """The first run matching every column=value, or None."""
+    for key, value in where.items():
+        frame = frame[frame[key] == value]
+    return None if frame.empty else frame.sort_values("run_dir").iloc[0]
+
+
+def adapter(run: pd.Series) -> Path:
+    return Path(run.run_dir) / "adapter.safetensors"
+
+
+def has_target(run: pd.Series, target: str) -> bool:
+    return target in str(run.targets).split(",")
+
+
+def figure3(runs: pd.DataFrame, out: Path, low: int = 8, high: int = 64) -> list[Path]:
+    """Figure 3: A of r=8 vs A of r=64 (same seed) for q and v, full grid and zoomed first 8 x 8."""
+    lora = lora_runs(runs)
+    for seed in sorted(lora.seed.unique()) if not lora.empty else []:
+        a, b = one_run(lora, r=low, seed=seed), one_run(lora, r=high, seed=seed)
+        if a is None or b is None:
+            continue
+        targets = [t for t in ("q", "v") if has_target(a, t) and has_target(b, t)]
+        if not targets:
+            continue
+        panels = []
+        for t in targets:
+            grid = similarity_grid(adapter_matrices(adapter(a), LAYER, t)[0], adapter_matrices(adapter(b), LAYER, t)[0])
+            panels += [(f"W{t}: A(r={low}) vs A(r={high})", grid), (f"W{t}: zoom i, j <= {ZOOM}", grid[:ZOOM, :ZOOM])]
+        fig = heatmaps(panels, f"Subspace similarity across ranks, layer {LAYER}, seed {seed} (cf. paper Fig. 3)")
+        return save(fig, out, "fig3_subspace_ranks")
+    return skip("fig3_subspace_ranks", f"needs LoRA runs at r={low} and r={high} with the same seed")
+
+
+def figure4(runs: pd.DataFrame, out: Path, rank: int = 64) -> list[Path]:
+    """Figure 4: A of two seeds at r=64 for q and v, beside two random Gaussian matrices (the control)."""
+    lora = lora_runs(runs)
+    at_rank = lora[lora.r == rank] if not lora.empty else lora
+    seeds = sorted(at_rank.seed.unique()) if not at_rank.empty else []
+    if len(seeds) < 2:
+        return skip("fig4_subspace_seeds", f"needs LoRA runs at r={rank} with two seeds")
+    a, b = one_run(at_rank, seed=seeds[0]), one_run(at_rank, seed=seeds[1])
+    panels, d = [], None
+    for t in ("q", "v"):
+        if has_target(a, t) and has_target(b, t):
+            A1, A2 = adapter_matrices(adapter(a), LAYER, t)[0], adapter_matrices(adapter(b), LAYER, t)[0]
+            panels.append((f"W{t}: seed {seeds[0]} vs seed {seeds[1]}", similarity_grid(A1, A2)))
+            d = A1.shape[1]
+    if not panels:
+        return skip("fig4_subspace_seeds", "the runs adapt neither q nor v")
+    control = similarity_grid(random_gaussian(rank, d, seed=0), random_gaussian(rank, d, seed=1))
+    panels.append(("random Gaussian vs random Gaussian", control))
+    fig = heatmaps(panels, f"Subspace similarity across seeds at r={rank}, layer {LAYER} (cf. paper Fig. 4)")
+    return save(fig, out, "fig4_subspace_seeds")
+
+
+def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
+    """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
+    cfg = OmegaConf.create(json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
+    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # run.py: the same W0 for every seed
+    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    layer = model.get_submodule(module)
+    if not isinstance(layer, torch.nn.Linear):
+        raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt only for nn.Linear weights")
+    return layer.weight.detach()
+
+
+def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:
+    """ΔW = (alpha / r) B A (d_out, d_in) of one target of layer LAYER, and its module path."""
+    tensors = read_adapter(path)
+    names = [n for n in tensors if n.endswith((".lora_A", ".lora_B"))]
+    module, index, _ = _module_for(names, LAYER, target)
+    if index is not None:
+        raise ValueError(f"{module} is fused (GPT-2 c_attn); Table 7 is computed for unfused q only")
+    A, B = adapter_matrices(path, LAYER, target)  # (r, d_in), (d_out, r)
+    return B @ A, module
+
+
+def amplification_table(runs: pd.DataFrame, out: Path, target: str = "q") -> list[Path]:
+    """Table 7: how much ΔW of q (layer LAYER) amplifies directions of W0, one row per LoRA run."""
+    lora = lora_runs(runs)
+    lora = lora[lora.targets.map(lambda t: target in str(t).split(","))] if not lora.empty else lora
+    if lora.empty:
+        return skip("table7_amplification", f"no LoRA runs adapting {target} with a saved adapter")
+    rows, cache = [], {}
+    for run in lora.sort_values(["r", "seed"]).itertuples():
+        try:
+            delta, module = lora_delta(adapter(run), target)
+            scaling = float(run.alpha) / float(run.r) if pd.notna(run.alpha) else 1.0  # h = W0 x + (alpha/r) B A x
+            key = (json.dumps(json.loads((Path(run.run_dir) / "metrics.json").read_text())["config"]["model"]), module)
+            if key not in cache:
+                cache[key] = frozen_weight(run.run_dir, module)
+            stats = amplification(scaling * delta, cache[key], int(run.r))
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            print(f"skip {run.run_dir} in table7_amplification: {err}")
+            continue
+        rows.append({"r": int(run.r), "seed": int(run.seed), "target": target, "layer": LAYER, **stats,
+                     "run_dir": run.run_dir})
+    if not rows:
+        return skip("table7_amplification", "no run's W0 could be rebuilt")
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table7_amplification.csv", index=False)
+    shown = table.drop(columns=["run_dir", "target", "layer"])
+    print(shown.to_string(index=False, float_format="%.3f"))
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(shown) + 1))
+    ax.axis("off")
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
+    ax.table(cellText=cells, colLabels=list(shown.columns), loc="center")
+    ax.set_title(f"||U^T W{target} V^T||_F, U, V from ΔW / W / random; layer {LAYER} (cf. paper Table 7)")
+    return [out / "table7_amplification.csv"] + save(fig, out, "table7_amplification")
+
+
+def ours_vs_paper(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Table 6 beside the paper's numbers, when our runs match its keys."""
+    if runs.empty:
+        return skip("table6_ours_vs_paper", "no runs")
+    try:
+        table = side_by_side(runs, "6")
+    except (ValueError, FileNotFoundError) as err:
+        return skip("table6_ours_vs_paper", str(err))
+    if table.empty:
+        return skip("table6_ours_vs_paper", "no run matches a row of the paper's Table 6 (task, targets, r)")
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table6_ours_vs_paper.csv", index=False)
+    print(table.to_string(index=False, float_format="%.4f"))
+    return [out / "table6_ours_vs_paper.csv"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("results", nargs="?", default="outputs", help="a folder of run directories (default outputs)")
+    parser.add_argument("--out", help="where to write (default RESULTS_DIR/figures)")
+    args = parser.parse_args()
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results / "figures"
+    runs = collect(results) if results.is_dir() else pd.DataFrame()
+    if runs.empty:
+        print(f"no metrics.json under {results}: every figure is skipped")
+    written = []
+    for make in (rank_ablation, weight_type, figure3, figure4, amplification_table, ours_vs_paper):
+        written += make(runs, out)
+    print(f"{len(written)} files in {out}")
+
+
+if __name__ == "__main__":
+    main()
