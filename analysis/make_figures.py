@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lora_repro.analysis.amplification import amplification  # noqa: E402
-from lora_repro.analysis.subspace import _module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
+from lora_repro.analysis.subspace import module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
 from lora_repro.analysis.tables import side_by_side  # noqa: E402
 from lora_repro.lora import read_adapter  # noqa: E402
 from lora_repro.models import load_model  # noqa: E402
@@ -168,7 +168,7 @@ def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:
     """ΔW = (alpha / r) B A (d_out, d_in) of one target of layer LAYER, and its module path."""
     tensors = read_adapter(path)
     names = [n for n in tensors if n.endswith((".lora_A", ".lora_B"))]
-    module, index, _ = _module_for(names, LAYER, target)
+    module, index, _ = module_for(names, LAYER, target)
     if index is not None:
         raise ValueError(f"{module} is fused (GPT-2 c_attn); Table 7 is computed for unfused q only")
     A, B = adapter_matrices(path, LAYER, target)  # (r, d_in), (d_out, r)

@@ -1,10 +1,21 @@
 """Check a run's config before any work: each wrong field is one error naming the field, its value and the choices."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig
 
 from lora_repro import lora, methods, targets, tasks
 from lora_repro.models import check_model_dir
+
+
+def model_width(cfg: DictConfig) -> int | None:
+    """d_model of the backbone, read from its config alone (no weights); None for a hub id (not fetched here)."""
+    if cfg.get("path"):
+        return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True).hidden_size
+    if cfg.get("config"):
+        fields = OmegaConf.to_container(cfg.config)
+        return AutoConfig.for_model(fields.pop("model_type"), **fields).hidden_size
+    return None
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -22,4 +33,8 @@ def validate(cfg: DictConfig) -> DictConfig:
                            cfg.method.get("init", "kaiming"))
     if cfg.model.get("path"):
         check_model_dir(cfg.model.path)
+    width = model_width(cfg.model) if cfg.method.name == "lora" else None
+    if width is not None and int(cfg.method.r) > width:  # apply_lora checks each layer again, exactly
+        raise ValueError(f"method.r={cfg.method.r} is larger than the model allows: its layers are {width} wide, "
+                         f"so valid choices are 1..{width}")
     return cfg

@@ -33,6 +33,7 @@ def cli(*args, env=None):
     (["method.targets=[q,x]"], r"method.targets=\['q', 'x'\] .*valid choices: \['q', 'k', 'v', 'o', 'mlp'\]"),
     (["method.targets=[]"], r"method.targets=\[\] .*valid choices: \['q', 'k', 'v', 'o', 'mlp'\]"),
     (["method.r=0"], r"method.r=0 .*valid choices: an integer >= 1"),
+    (["method.r=65"], r"method.r=65 is larger than the model allows: .* 64 wide, so valid choices are 1..64"),
     (["method.r=1.5"], r"method.r=1.5 .*valid choices: an integer >= 1"),
     (["method.alpha=0"], r"method.alpha=0 .*valid choices: a number > 0"),
     (["method.dropout=1.0"], r"method.dropout=1.0 .*valid choices: a number in \[0, 1\)"),

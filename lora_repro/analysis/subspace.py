@@ -60,7 +60,7 @@ def _metadata(path: Path) -> dict:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
-def _module_for(names: list[str], layer: int, target: str) -> tuple[str, int | None, str]:
+def module_for(names: list[str], layer: int, target: str) -> tuple[str, int | None, str]:
     """The adapter's module path for (layer, target), the fused slice index if any, and the architecture matched."""
     if target not in ("q", "k", "v", "o"):
         raise ValueError(f"target={target!r}; choose one of ['q', 'k', 'v', 'o']")
@@ -85,7 +85,7 @@ def adapter_matrices(path: str | Path, layer: int, target: str) -> tuple[torch.T
     path = Path(path)
     tensors = read_adapter(path)
     lora = [n for n in tensors if n.endswith((".lora_A", ".lora_B"))]
-    module, index, kind = _module_for(lora, layer, target)
+    module, index, kind = module_for(lora, layer, target)
     A, B = tensors[f"{module}.lora_A"], tensors[f"{module}.lora_B"]  # (n r, d_in), (n d_slice, r)
     if index is None:
         return A, B
@@ -106,8 +106,8 @@ def planted_delta(path: str | Path, layer: int, target: str) -> torch.Tensor:
     """The synthetic task's planted ΔW* (d_out, d_in) for one layer's target, as stored beside the adapter."""
     tensors = read_adapter(path)
     planted = {n.removeprefix("planted."): n for n in tensors if n.startswith("planted.")}
-    bases = {k.split(":")[0] + ".planted" for k in planted}  # fake tensor names so _module_for can match modules
-    module, index, _ = _module_for(sorted(bases), layer, target)
+    bases = {k.split(":")[0] + ".planted" for k in planted}  # fake tensor names so module_for can match modules
+    module, index, _ = module_for(sorted(bases), layer, target)
     key = module if index is None else f"{module}:{index}"
     if key not in planted:
         raise KeyError(f"no planted ΔW* for {key}; the file has {sorted(planted)}")
