@@ -63,6 +63,8 @@ class LoRALinear(nn.Module):
         else:  # the paper's text: "random Gaussian initialization for A"; std 1/r as in PEFT
             nn.init.normal_(self.lora_A, std=1.0 / r)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # the adapted output slices as an index, made once (not per forward); not part of the state dict
+        self.register_buffer("slice_index", torch.tensor(self.slices, device=self.weight.device), persistent=False)
         self.merged = False
 
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +79,8 @@ class LoRALinear(nn.Module):
         delta = torch.einsum("...nr,ndr->...nd", xa, self.lora_B.view(len(self.slices), self.d_slice, self.r))
         if len(self.slices) == self.n_slices:
             return out + self.scaling * delta.flatten(-2)
-        index = torch.tensor(self.slices, device=out.device)
-        return out.unflatten(-1, (self.n_slices, self.d_slice)).index_add(-2, index, delta, alpha=self.scaling).flatten(-2)
+        return out.unflatten(-1, (self.n_slices, self.d_slice)).index_add(-2, self.slice_index, delta,
+                                                                         alpha=self.scaling).flatten(-2)
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW = (alpha / r) B A, laid out like self.weight (so W0 + ΔW is the merged weight)."""
