@@ -39,10 +39,18 @@ def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 
     if cfg.get("path"):
         return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.get("config"):
-        fields = OmegaConf.to_container(cfg.config)
-        config = AutoConfig.for_model(fields.pop("model_type"), **fields, **extra)
-        return auto.from_config(config)
+        return auto.from_config(local_config(cfg, **extra))
     return auto.from_pretrained(cfg.name, **extra)
+
+
+def local_config(cfg: DictConfig, **extra):
+    """The backbone's config from model.path or model.config alone (no weights); None for a hub id."""
+    if cfg.get("path"):
+        return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
+    if cfg.get("config"):
+        fields = OmegaConf.to_container(cfg.config)
+        return AutoConfig.for_model(fields.pop("model_type"), **fields, **extra)
+    return None
 
 
 def char_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:

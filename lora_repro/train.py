@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lora_repro.record import write_json
+from lora_repro.lora import read_adapter
+from lora_repro.record import save_adapter, write_json
 from lora_repro.tasks import TaskData
 
 
@@ -80,9 +80,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
                     state: dict) -> None:
     """Trainable tensors, optimizer/scheduler/RNG state, then trainer_state.json (written last, so it marks a whole
     checkpoint). `order` is the data-order generator's state at the start of the epoch being trained."""
-    tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(tensors, str(folder / "checkpoint.tmp"))
-    os.replace(folder / "checkpoint.tmp", folder / "checkpoint.safetensors")
+    save_adapter(folder / "checkpoint.safetensors", model, {}, {})  # the trainable tensors, atomically
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "order": order, "torch": torch.get_rng_state(), "random": random.getstate(),
                 "numpy": numpy_state_as_tensors()}, folder / "optimizer.tmp")
@@ -93,11 +91,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, order: torch.Generator) -> dict:
     """Restore what save_checkpoint wrote; returns trainer_state.json (epoch, batches done in it, step, history)."""
     state = json.loads((folder / "trainer_state.json").read_text())
-    tensors = load_file(str(folder / "checkpoint.safetensors"))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            params[name].copy_(tensor)
+    model.load_state_dict(read_adapter(folder / "checkpoint.safetensors"), strict=False)  # corrupt: a clear error
     extra = torch.load(folder / "optimizer.pt", weights_only=True)  # tensors and plain values only: no pickled code
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])

@@ -1,21 +1,10 @@
 """Check a run's config before any work: each wrong field is one error naming the field, its value and the choices."""
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig
+from omegaconf import DictConfig
 
 from lora_repro import lora, methods, targets, tasks
-from lora_repro.models import check_model_dir
-
-
-def model_width(cfg: DictConfig) -> int | None:
-    """d_model of the backbone, read from its config alone (no weights); None for a hub id (not fetched here)."""
-    if cfg.get("path"):
-        return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True).hidden_size
-    if cfg.get("config"):
-        fields = OmegaConf.to_container(cfg.config)
-        return AutoConfig.for_model(fields.pop("model_type"), **fields).hidden_size
-    return None
+from lora_repro.models import check_model_dir, local_config
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -33,7 +22,8 @@ def validate(cfg: DictConfig) -> DictConfig:
                            cfg.method.get("init", "kaiming"))
     if cfg.model.get("path"):
         check_model_dir(cfg.model.path)
-    width = model_width(cfg.model) if cfg.method.name == "lora" else None
+    config = local_config(cfg.model) if cfg.method.name == "lora" else None  # a hub id is not fetched here
+    width = config.hidden_size if config is not None else None
     if width is not None and int(cfg.method.r) > width:  # apply_lora checks each layer again, exactly
         raise ValueError(f"method.r={cfg.method.r} is larger than the model allows: its layers are {width} wide, "
                          f"so valid choices are 1..{width}")
