@@ -6,11 +6,13 @@ from pathlib import Path
 
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PreTrainedTokenizerFast)
 
 HEADS = ("classifier", "score")  # new, task-specific modules: trained by every method, counted apart (Table 2)
+CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2")  # tiny configs of these get the byte-level tokenizer
+EOS = "<|endoftext|>"
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
 
 
@@ -66,12 +68,24 @@ def char_tokenizer(max_length: int = 512) -> PreTrainedTokenizerFast:
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
 
 
+def byte_tokenizer(max_length: int = 1024) -> PreTrainedTokenizerFast:
+    """GPT-2's byte-level scheme with no merges (256 byte tokens + <|endoftext|>), for tiny random-init causal LMs:
+    every text encodes and decodes exactly, with no download."""
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
+                                   model_max_length=max_length)
+
+
 def load_tokenizer(cfg: DictConfig):
     """The backbone's tokenizer, from the same place as its weights."""
     if cfg.get("path"):
         return AutoTokenizer.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True)
     if cfg.get("config"):
-        return char_tokenizer()
+        return byte_tokenizer() if cfg.config.model_type in CAUSAL_TYPES else char_tokenizer()
     return AutoTokenizer.from_pretrained(cfg.name)
 
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lora_repro.methods import apply_method, count_head, count_trainable
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
-from lora_repro.tasks import load_task, num_labels
+from lora_repro.tasks import head_kind, load_task, num_labels
 from lora_repro.train import NonFiniteLoss, pick_device, seed_everything, train
 from lora_repro.validate import validate
 
@@ -30,7 +30,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = pick_device(cfg.device)
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
     torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # the "pre-trained" W0 of a tiny model: same for every seed
-    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
     tokenizer = load_tokenizer(cfg.model) if cfg.task.name != "synthetic" else None
     data = load_task(cfg.task, model, tokenizer)
     seed_everything(int(cfg.seed))

@@ -52,9 +52,17 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device) -> dict[str, float]:
-    """The task's metrics on every eval split; splits after the first get their name as a suffix."""
+def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device,
+             out_dir: Path | None = None, tag: str = "") -> dict[str, float]:
+    """The task's metrics on every eval split; splits after the first get their name as a suffix.
+
+    A generation task (E2E) scores through its own data.evaluate, which may write its outputs to out_dir.
+    """
     model.eval()
+    if data.evaluate is not None:
+        metrics = data.evaluate(model, device, int(cfg.eval_batch_size), out_dir, tag)
+        model.train()
+        return metrics
     metrics = {}
     for i, (split, dataset) in enumerate(data.evals.items()):
         logits, labels = [], []
@@ -141,7 +149,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch).loss / accum
+                loss = (data.loss(model, batch) if data.loss else model(**batch).loss) / accum
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"training loss is {loss.item() * accum} at step {step + 1} (epoch {epoch}, "
                                     f"batch {i}); lower train.lr={cfg.lr} or check the data")
@@ -170,7 +178,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             if step >= total:
                 break
         train_time += time.perf_counter() - start
-        metrics = evaluate(model, data, cfg, device)
+        metrics = evaluate(model, data, cfg, device, checkpoint_dir, f"epoch{epoch}")
         history.append({"epoch": epoch, "step": step, **metrics})
         log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:

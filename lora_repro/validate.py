@@ -15,6 +15,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         spec = glue.subset(cfg.task)
         if cfg.task.get("data_dir"):
             glue.check_data_dir(cfg.task, spec)
+    if cfg.task.name == "e2e":
+        from lora_repro.tasks import e2e
+        for field in ("train_split", "eval_split"):
+            e2e.check_split(cfg.task, field)
+        if cfg.task.get("data_dir"):
+            e2e.check_data_dir(cfg.task)
     methods.check_name(cfg.method)
     if cfg.method.name == "lora":
         targets.check_targets(cfg.method.get("targets") or [])

@@ -1,0 +1,212 @@
+"""E2E NLG Challenge (paper Sec. 5.4, Table 3): MR -> restaurant description with GPT-2, beam search, 5 metrics.
+
+Data come from the hub through `datasets` (task.hub_id) or from task.data_dir holding the challenge's CSVs
+(trainset.csv, devset.csv, testset_w_refs.csv; columns mr, ref) or the reference code's `MR||reference` text files
+(train.txt, valid.txt, test.txt). Training sequences follow the reference code (PAPER.md Sec. 3.1): the MR, the
+end-of-text token as separator, then " " + reference and end-of-text; the loss covers the reference tokens only,
+with label smoothing. Evaluation decodes one hypothesis per unique MR and scores it against all references of that
+MR (630 groups on the test set), as the reference code's gpt2_decode.py and the official scorer do.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from lora_repro.tasks import TaskData
+
+SPLITS = ("train", "dev", "test")
+CSV_FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
+TXT_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
+HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+HUB_COLUMNS = {"meaning_representation": "mr", "human_reference": "ref"}
+
+
+def check_split(cfg: DictConfig, field: str) -> str:
+    if cfg.get(field) not in SPLITS:
+        raise ValueError(f"task.{field}={cfg.get(field)!r} is not an E2E split; valid choices: {list(SPLITS)}")
+    return cfg[field]
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """The file of `split` in an E2E folder: the challenge's CSV, else the reference code's text file."""
+    for path in (folder / CSV_FILES[split], folder / TXT_FILES[split]):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"task.data_dir={str(folder)!r} has no {split} split: expected {CSV_FILES[split]} (the "
+                            f"challenge's CSV, columns mr,ref) or {TXT_FILES[split]} (MR||reference lines). Offline, "
+                            f"only dev and test exist: set task.train_split=dev (see ../shared/data/PROVENANCE.md)")
+
+
+def check_data_dir(cfg: DictConfig) -> Path:
+    folder = Path(cfg.data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"task.data_dir={str(folder)!r} is not a folder; an E2E folder holds "
+                                f"{list(CSV_FILES.values())} or {list(TXT_FILES.values())}")
+    for field in ("train_split", "eval_split"):
+        split_file(folder, check_split(cfg, field))
+    return folder
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """One split as a frame with columns mr, ref (one row per reference)."""
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame.columns = [c.lower() for c in frame.columns]
+        if not {"mr", "ref"} <= set(frame.columns):
+            raise ValueError(f"task.data_dir: {path} has columns {list(frame.columns)}; expected mr and ref")
+        return frame[["mr", "ref"]]
+    rows = [line.rstrip("\n").split("||", 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    bad = [i for i, row in enumerate(rows) if len(row) != 2]
+    if bad:
+        raise ValueError(f"task.data_dir: {path} line {bad[0] + 1} is not 'MR||reference'")
+    return pd.DataFrame(rows, columns=["mr", "ref"])
+
+
+def read_split(cfg: DictConfig, split: str) -> pd.DataFrame:
+    """Split `split` from task.data_dir if set, else from the hub."""
+    if cfg.get("data_dir"):
+        return read_file(split_file(Path(cfg.data_dir), split))
+    import datasets
+    hub = datasets.load_dataset(cfg.hub_id, split=HUB_SPLITS[split])
+    return hub.to_pandas().rename(columns=HUB_COLUMNS)[["mr", "ref"]]
+
+
+def group_references(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Unique MRs in first-seen order and the references of each (the official scorer's grouping)."""
+    groups = frame.groupby("mr", sort=False)["ref"].apply(list)
+    return list(groups.index), list(groups.values)
+
+
+def encode(tokenizer, mrs: list[str], refs: list[str], max_len: int) -> list[dict[str, list[int]]]:
+    """MR + <eos> as the prompt, " " + ref + <eos> as the completion; labels -100 over the prompt."""
+    eos = tokenizer.eos_token_id
+    prompts = tokenizer(mrs, add_special_tokens=False)["input_ids"]
+    completions = tokenizer([" " + r for r in refs], add_special_tokens=False)["input_ids"]
+    rows = []
+    for p, c in zip(prompts, completions):
+        ids = (p + [eos] + c + [eos])[:max_len]
+        labels = ([-100] * (len(p) + 1) + c + [eos])[:max_len]
+        rows.append({"input_ids": ids, "labels": labels})
+    return rows
+
+
+def collate_right(pad_id: int):
+    """Right-pad a batch of encoded rows; padding is masked out of attention and loss."""
+
+    def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id)
+        labels = torch.full((len(rows), width), -100)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    return collate
+
+
+def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """(1 - eps) NLL + eps mean_vocab(-log p) over the completion tokens (PAPER.md Sec. 3.2, reference code).
+
+    logits: (batch, seq, vocab) predict the next token; labels: (batch, seq) with -100 where no loss is taken.
+    """
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                           label_smoothing=smoothing)
+
+
+def prompt_batch(tokenizer, mrs: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """MR + <eos> prompts, left-padded (generation continues every row from its last column)."""
+    eos = tokenizer.eos_token_id
+    prompts = [(p + [eos])[-max_len:] for p in tokenizer(mrs, add_special_tokens=False)["input_ids"]]
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), eos)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def stop_ids(tokenizer, stop_strings: list[str]) -> list[int]:
+    """<eos> plus each stop string that is a single token (GPT-2's "\\n\\n" is id 628, as in the reference code)."""
+    ids = [tokenizer.eos_token_id]
+    for text in stop_strings:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) == 1:
+            ids.append(encoded[0])
+    return ids
+
+
+def clean(text: str, stop_strings: list[str]) -> str:
+    """A decoded continuation cut at the first stop string and stripped (gpt2_decode.py)."""
+    for stop in stop_strings:
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig, device: torch.device,
+             batch_size: int) -> list[str]:
+    """Beam-search one output per MR, batched (task.decode: beams, length penalty, no-repeat n-gram, max tokens)."""
+    from tqdm.auto import tqdm
+    dec = cfg.decode
+    stops = [tokenizer.eos_token, *dec.stop_strings]
+    max_prompt = int(cfg.max_seq_len) - int(dec.max_new_tokens)
+    outputs = []
+    for start in tqdm(range(0, len(mrs), batch_size), desc="decode", leave=False, dynamic_ncols=True):
+        batch = {k: v.to(device) for k, v in prompt_batch(tokenizer, mrs[start:start + batch_size], max_prompt).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model.generate(**batch, num_beams=int(dec.num_beams), length_penalty=float(dec.length_penalty),
+                                 no_repeat_ngram_size=int(dec.no_repeat_ngram_size),
+                                 max_new_tokens=int(dec.max_new_tokens), early_stopping=True, do_sample=False,
+                                 eos_token_id=stop_ids(tokenizer, list(dec.stop_strings)),
+                                 pad_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=False)
+        outputs += [clean(t, stops) for t in texts]
+    return outputs
+
+
+def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str) -> None:
+    """e2e_ref.txt (references of each MR, blank line between MRs) and e2e_pred_<tag>.txt: the official scorer's input."""
+    from lora_repro.record import write_atomic
+    write_atomic(folder / "e2e_ref.txt", "\n\n".join("\n".join(refs) for refs in references) + "\n")
+    write_atomic(folder / f"e2e_pred_{tag}.txt", "\n".join(h.replace("\n", " ") for h in hypotheses) + "\n")
+
+
+def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
+    return frame.sample(n=int(n), random_state=seed) if n and len(frame) > int(n) else frame
+
+
+def load(cfg: DictConfig, tokenizer) -> TaskData:
+    """The train split as MR/reference pairs, the eval split as one MR group per unique MR; BLEU is the main metric."""
+    from lora_repro.metrics.e2e import score_e2e
+    if cfg.get("data_dir"):
+        check_data_dir(cfg)
+    train_split, eval_split = check_split(cfg, "train_split"), check_split(cfg, "eval_split")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
+    seed = int(cfg.get("data_seed", 0))
+    train = subsample(read_split(cfg, train_split), cfg.get("max_train_samples"), seed)
+    mrs, references = group_references(read_split(cfg, eval_split))
+    if cfg.get("max_eval_mrs"):
+        mrs, references = mrs[:int(cfg.max_eval_mrs)], references[:int(cfg.max_eval_mrs)]
+    rows = encode(tokenizer, list(train.mr), list(train.ref), int(cfg.max_seq_len))
+    smoothing = float(cfg.label_smoothing)
+
+    def loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return smoothed_lm_loss(logits, batch["labels"], smoothing)
+
+    def evaluate(model: torch.nn.Module, device: torch.device, batch_size: int, out_dir: Path | None,
+                 tag: str) -> dict[str, float]:
+        hypotheses = generate(model, tokenizer, mrs, cfg, device, batch_size)
+        if out_dir is not None:
+            write_official(out_dir, references, hypotheses, tag)
+        return score_e2e(references, hypotheses)
+
+    return TaskData(train=rows, evals={eval_split: (mrs, references)}, collate=collate_right(tokenizer.eos_token_id),
+                    score=None, main_metric="bleu", loss=loss, evaluate=evaluate)
