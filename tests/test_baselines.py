@@ -192,11 +192,16 @@ def test_gpt2_medium_adapter_l_matches_table_3(bottleneck, printed):
 
 # --- the methods compose with the Hydra runner ---
 
+def compose(*overrides: str):
+    """The run config (with its hydra node) as `python -m lora_repro.run OVERRIDES` composes it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_baseline_composes_as_method_override(name):
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"method={name}"])
+    cfg = compose(f"method={name}")
     assert cfg.method.name == name
     model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)  # deeper than adapter_d's drop_layers: 5
     assert 0 < count_trainable(model) < sum(p.numel() for p in model.parameters())
@@ -213,3 +218,28 @@ def test_cli_trains_adapter_h_end_to_end(tmp_path):
     shape = metrics.config.model.config  # conf/model/tiny-bert.yaml
     assert metrics.method == "adapter_h"
     assert metrics.trainable_params == shape.num_hidden_layers * 2 * _adapter(shape.hidden_size, 4)
+
+
+def sweep_methods(experiment: str) -> list[str]:
+    return str(compose(f"+experiment={experiment}").hydra.sweeper.params.method).split(",")
+
+
+def test_glue_baselines_runs_every_table_2_row_with_the_papers_per_method_settings():
+    assert sweep_methods("glue_baselines") == ["full", "bitfit", "adapter_d", "adapter_p", "adapter_p_small",
+                                               "adapter_h", "adapter_h_small", "lora"]
+    small = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p_small")
+    large = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p")
+    assert (small.method.bottleneck, small.train.lr, small.train.epochs) == (16, 3e-4, 5)  # Table 9 †, Adpt^P 0.8M
+    assert (large.method.bottleneck, large.train.lr, large.train.epochs) == (64, 3e-5, 10)  # Adpt^P 3M
+    assert small.train.batch_size == 32 and small.task.max_seq_len == 128
+
+
+def test_e2e_baselines_runs_every_table_3_row_on_gpt2_medium():
+    assert sweep_methods("e2e_baselines") == ["full", "ft_top2", "adapter_l", "adapter_l_large", "adapter_h",
+                                              "prefix_layer", "lora"]
+    prelayer = compose("+experiment=e2e_baselines", "method=prefix_layer")
+    assert prelayer.model.name == "openai-community/gpt2-medium" and prelayer.task.name == "e2e"
+    assert prelayer.method.prefix_len * 24 * 1024 == 344_064  # Table 3's "0.35M" PreLayer
+    lora = compose("+experiment=e2e_baselines", "method=lora")
+    assert (lora.method.r, lora.method.alpha, lora.method.dropout) == (4, 32, 0.1)  # Table 11
+    assert compose("+experiment=e2e_baselines", "method=adapter_l_large").method.bottleneck == 224

@@ -106,3 +106,33 @@ def test_cli_runs_prefix_layer(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cached_generation_on_gpt2_equals_full_forward_greedy_decoding(name):
+    model = apply_method(tiny("gpt2", causal=True), method(name, prefix_len=3, infix_len=0))
+    with torch.no_grad():
+        model.base_model.prefix.weight.normal_()  # trained-looking vectors, so a wrong position would show
+        ids = torch.randint(1, 100, (1, 6), generator=torch.Generator().manual_seed(3))
+        steps = ids
+        for _ in range(5):  # the training path: whole sequence, no cache, no position_ids
+            steps = torch.cat([steps, model(input_ids=steps).logits[:, -1:].argmax(-1)], dim=1)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                             pad_token_id=0, eos_token_id=None)
+    assert out.tolist() == steps.tolist()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_left_padded_beam_search_with_a_prefix_equals_one_by_one(name):
+    from lora_repro.models import byte_tokenizer
+    from lora_repro.tasks import e2e
+    model = apply_method(tiny("gpt2", causal=True, vocab_size=257, n_positions=512),
+                         method(name, prefix_len=3, infix_len=0))
+    with torch.no_grad():
+        model.base_model.prefix.weight.normal_()
+    cfg = OmegaConf.create({"max_seq_len": 128, "decode": {"num_beams": 3, "length_penalty": 0.9,
+                                                           "no_repeat_ngram_size": 4, "max_new_tokens": 8,
+                                                           "stop_strings": []}})
+    mrs = ["name[Alimentum]", "name[The Eagle], food[French], area[riverside]"]
+    tok, cpu = byte_tokenizer(), torch.device("cpu")
+    assert e2e.generate(model, tok, mrs, cfg, cpu, 2) == [e2e.generate(model, tok, [m], cfg, cpu, 1)[0] for m in mrs]

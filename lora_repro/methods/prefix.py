@@ -26,6 +26,7 @@ class PrefixTokens(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         self.mode, self.prefix_len, self.infix_len, self.at = mode, prefix_len, infix_len, at
+        self.inserted = False  # does the current forward pass carry the special positions (not a cached step)?
         self.weight = nn.Parameter(torch.randn(n_vectors, prefix_len + infix_len, d, device=device, dtype=dtype)
                                    * init_std)
 
@@ -52,10 +53,24 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
     var_kw = [n for n, p in signature.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
     kwargs = {**(bound.pop(var_kw[0], {}) if var_kw else {}), **bound}
     prefix: PrefixTokens = base.prefix
-    if kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0:
-        raise ValueError("prefix tuning is implemented for full-sequence forward passes, not cached generation")
-    if kwargs.get("position_ids") is not None:
-        raise ValueError("prefix tuning builds its own positions; pass no position_ids")
+    n_new = prefix.weight.shape[1]
+    positions = kwargs.get("position_ids")
+    if positions is not None or kwargs.get("past_key_values") is not None:
+        if prefix.at or prefix.infix_len:  # generation is GPT-2's case: prefix in front, no infix
+            raise ValueError("prefix tuning with a KV cache or position_ids is supported for a front prefix only "
+                             "(GPT-2, method.infix_len=0)")
+        if positions is not None:  # from generate(): counted over the real tokens; the prefix sits before them
+            kwargs["position_ids"] = positions + n_new
+    cached = kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0
+    prefix.inserted = not cached
+    if cached:  # generation after the first step: the prefix is in the cache already; only the mask must see it
+        if kwargs.get("attention_mask") is not None:
+            mask = kwargs["attention_mask"]
+            kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], n_new), mask], dim=1)
+        return (), kwargs
+    if positions is not None:
+        kwargs["position_ids"] = torch.cat([torch.arange(n_new, device=positions.device).expand(
+            positions.shape[0], n_new), kwargs["position_ids"]], dim=1)
     ids = kwargs.pop("input_ids", None)
     embeds = kwargs.get("inputs_embeds")
     embeds = base.get_input_embeddings()(ids) if embeds is None else embeds
@@ -71,12 +86,15 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
 
 def _remove_tokens(base: nn.Module, args: tuple, kwargs: dict, output):
     """Forward hook on the base model: the last hidden state loses the special positions again."""
-    output["last_hidden_state"] = base.prefix.remove(output["last_hidden_state"])
+    if base.prefix.inserted:
+        output["last_hidden_state"] = base.prefix.remove(output["last_hidden_state"])
     return output
 
 
 def _overwrite_layer(block: nn.Module, args: tuple):
     """Forward pre-hook on block i (PreLayer): its input activations at the special positions are trainable."""
+    if not block.prefix_tokens.inserted:  # a cached generation step: the prefix positions are not in this input
+        return None
     return (block.prefix_tokens.overwrite(args[0], block.prefix_layer), *args[1:])
 
 
