@@ -11,15 +11,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from lora_repro.analysis.amplification import amplification  # noqa: E402
+from lora_repro.analysis.amplification import amplification, frozen_weight  # noqa: E402
 from lora_repro.analysis.subspace import module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
 from lora_repro.analysis.tables import side_by_side  # noqa: E402
 from lora_repro.lora import read_adapter  # noqa: E402
-from lora_repro.models import load_model  # noqa: E402
 from lora_repro.results import collect  # noqa: E402
-from lora_repro.tasks import num_labels  # noqa: E402
 
 LAYER = 0  # the paper's Figures 3-4 show one layer (48th of GPT-3); ours: the first
 ZOOM = 8   # the zoomed panels: the first 8 x 8 directions
@@ -72,14 +69,16 @@ def weight_type(runs: pd.DataFrame, out: Path) -> list[Path]:
     group = runs[runs.experiment == "weight_type_ablation"] if not runs.empty else runs
     if group.empty:
         return skip("weight_type", "no runs of experiment weight_type_ablation")
-    stats = group.groupby(["targets", "r"]).score.agg(["median", "min", "max"]).reset_index()
+    stats = group.groupby(["targets", "r"]).score.agg(["median", "min", "max", "count"]).reset_index()
+    out.mkdir(parents=True, exist_ok=True)
+    stats.rename(columns={"count": "seeds"}).to_csv(out / "weight_type.csv", index=False)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = [f"{t}\nr={r}" for t, r in zip(stats.targets, stats.r)]
     ax.bar(labels, stats["median"], yerr=[stats["median"] - stats["min"], stats["max"] - stats["median"]], capsize=3)
     ax.set_xlabel("adapted weights (rank)")
     ax.set_ylabel(f"score ({group.main_metric.iloc[0]})")
     ax.set_title("Which weights to adapt at a fixed budget (cf. paper Table 5)")
-    return save(fig, out, "weight_type")
+    return [out / "weight_type.csv"] + save(fig, out, "weight_type")
 
 
 def heatmaps(panels: list[tuple[str, torch.Tensor]], title: str) -> plt.Figure:
@@ -151,17 +150,6 @@ def figure4(runs: pd.DataFrame, out: Path, rank: int = 64) -> list[Path]:
     panels.append(("random Gaussian vs random Gaussian", control))
     fig = heatmaps(panels, f"Subspace similarity across seeds at r={rank}, layer {LAYER} (cf. paper Fig. 4)")
     return save(fig, out, "fig4_subspace_seeds")
-
-
-def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
-    """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
-    cfg = OmegaConf.create(json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
-    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # run.py: the same W0 for every seed
-    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
-    layer = model.get_submodule(module)
-    if not isinstance(layer, torch.nn.Linear):
-        raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt only for nn.Linear weights")
-    return layer.weight.detach()
 
 
 def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:

@@ -1,11 +1,15 @@
-"""Tiny random-init models (2 layers, 32 wide: milliseconds) and the path of the real-data tier."""
+"""Tiny random-init models (2 layers, 32 wide: milliseconds), a small subspace sweep, the real-data tier's path."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 
 TINY = {
     "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100),
@@ -24,6 +28,23 @@ def tiny(kind: str = "bert", causal: bool = False, seed: int = 0, **overrides) -
     config = AutoConfig.for_model(kind, **{**TINY[kind], **overrides})
     auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
     return auto.from_config(config).eval()
+
+
+def run_python(*args: str) -> str:
+    """python ARGS in the repo root with this checkout first on the path; its stdout (fails the test on error)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory) -> Path:
+    """A real, small +experiment=subspace multirun (r = 8, 64 x seeds 0, 1; one epoch of 512 examples): its folder."""
+    folder = tmp_path_factory.mktemp("subspace")
+    run_python("-m", "lora_repro.run", "+experiment=subspace", "task.n_train=512", "train.epochs=1",
+               f"hydra.sweep.dir={folder}")
+    return folder
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,31 +1,16 @@
 """analysis/make_figures.py: on a small subspace sweep it writes every figure, and Table 7 with finite numbers."""
-import os
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_python as run
+
 FIGURES = ["rank_ablation", "fig3_subspace_ranks", "fig4_subspace_seeds", "table7_amplification"]
 TABLE7 = ["r", "seed", "delta_norm", "w_norm", "proj_delta", "proj_w", "proj_random", "factor"]
-
-
-def run(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("subspace")
-    run("-m", "lora_repro.run", "+experiment=subspace", "task.n_train=512", "train.epochs=1",
-        f"hydra.sweep.dir={folder}")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +48,37 @@ def test_amplification_table_has_a_finite_row_per_run(figures):
 def test_empty_folder_skips_every_figure_without_crashing(tmp_path):
     stdout = run("analysis/make_figures.py", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"))
     assert "every figure is skipped" in stdout and "0 files" in stdout
+
+
+def weight_type_runs(sweep: Path, folder: Path) -> dict[tuple[str, int], float]:
+    """A weight_type_ablation sweep as run.py records it: every conf/weight_type/ entry at seeds 0 and 1.
+
+    Each metrics.json is a real one from the subspace sweep with the experiment, targets, r, seed and score changed;
+    returns the expected median score per (targets, r).
+    """
+    record = json.loads((sweep / "0" / "metrics.json").read_text())
+    expected, job = {}, 0
+    for n, spec in enumerate(sorted((ROOT / "conf" / "weight_type").glob("*.yaml"))):
+        method = OmegaConf.load(spec).method
+        scores = [0.1 * n, 0.1 * n + 0.04]  # seeds 0 and 1: median 0.1 n + 0.02
+        for seed, score in enumerate(scores):
+            rec = {**record, "experiment": "weight_type_ablation", "targets": list(method.targets), "r": method.r,
+                   "seed": seed, "metrics": {**record["metrics"], record["main_metric"]: score}}
+            (folder / str(job)).mkdir(parents=True)
+            (folder / str(job) / "metrics.json").write_text(json.dumps(rec, indent=1))
+            job += 1
+        expected[(",".join(method.targets), int(method.r))] = sum(scores) / 2
+    return expected
+
+
+def test_weight_type_bar_chart_has_a_row_per_weight_type(sweep, tmp_path):
+    expected = weight_type_runs(sweep, tmp_path / "runs")
+    assert len(expected) == 7  # Table 5's columns: q, k, v, o (r=8), qk, qv (r=4), qkvo (r=2)
+    stdout = run("analysis/make_figures.py", str(tmp_path / "runs"), "--out", str(tmp_path / "out"))
+    assert "wrote" in stdout and "weight_type.png" in stdout
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "out" / f"weight_type.{ext}").stat().st_size > 1000
+    table = pd.read_csv(tmp_path / "out" / "weight_type.csv")
+    assert list(table.columns) == ["targets", "r", "median", "min", "max", "seeds"]
+    assert {(t, int(r)): m for t, r, m in zip(table.targets, table.r, table["median"])} == pytest.approx(expected)
+    assert (table.seeds == 2).all() and np.allclose(table["max"] - table["min"], 0.04)

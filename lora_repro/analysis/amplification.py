@@ -1,7 +1,14 @@
 """How much ΔW amplifies directions of W (paper Sec. 7.3, Table 7, Appendix H.4)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from omegaconf import OmegaConf
+
+from lora_repro.models import load_model
+from lora_repro.tasks import num_labels
 
 
 def projection_norm(W: torch.Tensor, U: torch.Tensor, Vh: torch.Tensor) -> float:
@@ -37,3 +44,14 @@ def amplification(delta: torch.Tensor, W: torch.Tensor, r: int, seed: int = 0) -
             "proj_w": projection_norm(W, *top_singular(W, r)),
             "proj_random": projection_norm(W, *random_orthonormal(*W.shape, r, seed)),
             "factor": torch.linalg.matrix_norm(delta).item() / proj_delta}  # Appendix H.4: 21.5 at r=4 on GPT-3
+
+
+def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
+    """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
+    cfg = OmegaConf.create(json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
+    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # run.py: the same W0 for every seed
+    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    layer = model.get_submodule(module)
+    if not isinstance(layer, torch.nn.Linear):
+        raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt only for nn.Linear weights")
+    return layer.weight.detach()
