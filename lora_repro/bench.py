@@ -11,7 +11,10 @@ round-robin (every round runs every variant once, rotating the order), so machin
                     c_attn and PEFT can only adapt the whole of it, so peft-qv on GPT-2 adapts c_attn with one rank-r
                     pair (same parameter count and FLOPs as our q and v slices; different function); peft-qkvo has
                     6rd per block where ours has 8rd. On BERT/RoBERTa the two are the same function.
-Step time is the median over the timed rounds, after warm-up rounds; tokens/s = batch * seq / step time.
+Step time is the median over the timed rounds, after warm-up rounds; tokens/s = batch * seq / step time. Ratios
+(ours/PEFT, ours/floor, merged/base) are the median over rounds of the ratio within a round: two variants timed in the
+same round share its noise. Times are wall clock (synchronized) on CUDA and process CPU time on CPU: on a shared
+machine, wall time also counts the time other processes held the core.
 
 Memory. On CUDA: peak allocated during a step minus what was allocated before it, plus the optimizer state
 (`peak_mem_mb`; the frozen weights, the same for every variant, are left out). On CPU no allocator reports a peak
@@ -22,7 +25,7 @@ through saved_tensors_hooks, parameters excluded), plus the parameter gradients,
 
 `latency` is the paper's Table 1: one forward pass of GPT-2 medium (random init, no LM head) for base, LoRA merged,
 LoRA unmerged, Adapter^L and Adapter^H (conf/method/adapter_{l,h}.yaml), warm-up then many trials, round-robin;
-mean, std and overhead in % of base. The paper's grid (batch/seq 32/512, 16/256, 1/128) on CUDA; on CPU a reduced
+mean, std and overhead in % of base (of the means, as the paper; and paired: median over trials of the per-trial ratio). The paper's grid (batch/seq 32/512, 16/256, 1/128) on CUDA; on CPU a reduced
 grid (2 blocks of GPT-2 medium's width, short sequences) unless --grid paper.
 
 On CPU the default is one thread (--threads): on a shared machine, OpenMP's 2-thread barriers wait on descheduled
@@ -46,7 +49,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
 
-from lora_repro.lora import apply_lora, merge_lora
+from lora_repro.lora import apply_lora, lora_layers, merge_lora
 from lora_repro.methods import apply_method
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
@@ -65,7 +68,7 @@ PRESETS = {
     # BERT-base width (r / d small, as in the paper's models), 2 blocks, 256 tokens: about a minute on one CPU core
     "cpu-small": dict(arch="bert", config=dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
                                                intermediate_size=3072, vocab_size=1000), batch=4, seq=64,
-                      ranks=(8, 64), warmup=2, steps=10, latency_trials=10),
+                      ranks=(8, 64), warmup=2, steps=20, latency_trials=30),
     # GPT-2 small width with the fused c_attn, 4 blocks, 512 tokens, small vocabulary (the LM head is not the point)
     "cpu": dict(arch="gpt2", config=dict(n_embd=768, n_layer=4, n_head=12, vocab_size=2048), batch=4, seq=128,
                 ranks=(8, 64), warmup=3, steps=20, latency_trials=20),
@@ -193,21 +196,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def clock(device: torch.device) -> Callable[[], float]:
+    """CPU: this process's CPU time (with one thread, the work it did, not the time other workers took the core);
+    CUDA: wall time after a synchronize."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def time_round_robin(fns: dict[str, Callable[[], None]], warmup: int, trials: int, device: torch.device
                      ) -> dict[str, list[float]]:
     """Seconds per call of each fn: `warmup` untimed rounds, then `trials` rounds, each running every fn once in an
     order rotated by one per round (so no variant always runs first, after the same neighbour)."""
-    names, times = list(fns), {n: [] for n in fns}
+    names, times, now = list(fns), {n: [] for n in fns}, clock(device)
     for i in range(warmup + trials):
         k = i % len(names)
         for name in names[k:] + names[:k]:
             sync(device)
-            start = time.perf_counter()
+            start = now()
             fns[name]()
             sync(device)
             if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(now() - start)
     return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i]: two variants timed in the same round share that round's machine noise."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def nbytes(tensors) -> int:
@@ -257,15 +271,19 @@ def latency_ratio(preset: dict, device: torch.device, trials: int) -> dict:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         times = time_round_robin({"base": lambda: base(input_ids=ids), "merged": lambda: merged(input_ids=ids)},
                                  warmup=3, trials=trials, device=device)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            "merged_over_base": paired_ratio(times["merged"], times["base"])}
 
 
 def run_train(preset_name: str, device: torch.device, steps: int | None = None, warmup: int | None = None,
-              with_peft: bool = True) -> dict:
+              with_peft: bool = True, fast: bool = True) -> dict:
     """Every variant's step time, tokens/s and memory, the ratios against the targets, and where it ran."""
     preset = PRESETS[preset_name]
     steps, warmup = steps or preset["steps"], preset["warmup"] if warmup is None else warmup
     variants = make_variants(preset, device, with_peft)
+    for v in variants:  # our LoRA's forward: the fast path, or the plain reference path (for before/after)
+        for layer in lora_layers(v.model):
+            layer.fast = fast
     batch = make_batch(preset, variants[0].model, device)
     times = time_round_robin({v.name: (lambda v=v: train_step(v, batch)) for v in variants}, warmup, steps, device)
     tokens = preset["batch"] * preset["seq"]
@@ -279,17 +297,20 @@ def run_train(preset_name: str, device: torch.device, steps: int | None = None, 
     for t in TARGETS:
         for r in preset["ranks"]:
             ours = rows[f"ours-{t}-r{r}"]
-            entry = {"ours_over_floor": ours["step_ms"] / rows["floor"]["step_ms"]}
+            entry = {"ours_over_floor": paired_ratio(times[f"ours-{t}-r{r}"], times["floor"])}
             if f"peft-{t}-r{r}" in rows:
                 peft = rows[f"peft-{t}-r{r}"]
-                entry["ours_over_peft"] = ours["step_ms"] / peft["step_ms"]
+                entry["ours_over_peft"] = paired_ratio(times[f"ours-{t}-r{r}"], times[f"peft-{t}-r{r}"])
                 entry["ours_over_peft_mem"] = ours[mem_key] / peft[mem_key]
             by_setting[f"{t}-r{r}"] = entry
     lat = latency_ratio(preset, device, preset["latency_trials"])
     ratios = {key: max(e[key] for e in by_setting.values()) for key in next(iter(by_setting.values()))}
-    ratios["merged_over_base_latency"] = lat["merged"] / lat["base"]
+    ratios["merged_over_base_latency"] = lat["merged_over_base"]
     return dict(command="train", preset=preset_name, arch=preset["arch"], shape=preset["config"],
                 batch=preset["batch"], seq=preset["seq"], warmup=warmup, steps=steps, memory=mem_key,
+                lora_path="fast" if fast else "reference",
+                timing="median per variant; ratios: median over rounds of the per-round ratio; " +
+                       ("wall time (CUDA synchronized)" if device.type == "cuda" else "process CPU time"),
                 machine=machine(), ratios=ratios, ratios_note="worst case (max) over the (targets, r) settings",
                 ratios_by_setting=by_setting, latency_s=lat, variants=rows)
 
@@ -352,12 +373,9 @@ def run_latency(device: torch.device, grid: str = "auto", trials: int | None = N
         for k, ts in times.items():
             table.append(dict(batch=batch, seq=seq, variant=k, mean_ms=1e3 * statistics.mean(ts),
                               std_ms=1e3 * statistics.stdev(ts) if len(ts) > 1 else 0.0,
-                              median_ms=1e3 * statistics.median(ts),
-                              overhead_pct=100 * (statistics.mean(ts) / base - 1),
-                              median_overhead_pct=100 * (statistics.median(ts) / statistics.median(times["base"]) - 1)))
-    merged = [r["median_ms"] / next(b["median_ms"] for b in table if b["variant"] == "base" and
-                                    (b["batch"], b["seq"]) == (r["batch"], r["seq"]))
-              for r in table if r["variant"] == "lora_merged"]
+                              median_ms=1e3 * statistics.median(ts), overhead_pct=100 * (statistics.mean(ts) / base - 1),
+                              paired_overhead_pct=100 * (paired_ratio(ts, times["base"]) - 1)))
+    merged = [1 + r["paired_overhead_pct"] / 100 for r in table if r["variant"] == "lora_merged"]
     note = ("the paper's grid, GPT-2 medium (24 blocks)" if paper else
             f"reduced grid for CPU: GPT-2 medium width, {layers} of its 24 blocks, (batch, seq) in {list(settings)}; "
             "--grid paper for the paper's")
@@ -369,7 +387,7 @@ def run_latency(device: torch.device, grid: str = "auto", trials: int | None = N
 
 def print_train(result: dict) -> None:
     print(f"preset {result['preset']} ({result['arch']}, batch {result['batch']} x seq {result['seq']}, "
-          f"{result['steps']} timed rounds) on {result['machine']['device']} / {result['machine']['cpu']}, "
+          f"{result['steps']} timed rounds, LoRA {result['lora_path']} path, {result['timing'].split('; ')[-1]}) on {result['machine']['device']} / {result['machine']['cpu']}, "
           f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}")
     mem = result["memory"]
     print(f"{'variant':<16}{'step ms':>10}{'iqr':>8}{'tok/s':>10}{mem:>16}{'trainable':>12}")
@@ -384,10 +402,11 @@ def print_train(result: dict) -> None:
 def print_latency(result: dict) -> None:
     print(f"forward latency, {result['grid']}; {result['trials']} trials on {result['machine']['device']} / "
           f"{result['machine']['cpu']}, {result['machine']['threads']} thread(s)")
-    print(f"{'batch':>5}{'seq':>6}  {'variant':<14}{'mean ms':>10}{'std':>8}{'median':>9}{'overhead %':>12}")
+    print(f"{'batch':>5}{'seq':>6}  {'variant':<14}{'mean ms':>10}{'std':>8}{'median':>9}{'overhead %':>12}"
+          f"{'paired %':>10}")
     for r in result["table"]:
         print(f"{r['batch']:>5}{r['seq']:>6}  {r['variant']:<14}{r['mean_ms']:>10.2f}{r['std_ms']:>8.2f}"
-              f"{r['median_ms']:>9.2f}{r['overhead_pct']:>12.1f}")
+              f"{r['median_ms']:>9.2f}{r['overhead_pct']:>12.1f}{r['paired_overhead_pct']:>10.1f}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -397,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
     train.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
     train.add_argument("--steps", type=int, help="timed rounds (default: the preset's)")
     train.add_argument("--warmup", type=int, help="untimed rounds first (default: the preset's)")
+    train.add_argument("--reference", action="store_true",
+                       help="time our LoRA's plain reference forward instead of the fast path (before/after)")
     lat = sub.add_parser("latency", help="paper Table 1: forward latency of base, LoRA, adapters")
     lat.add_argument("--grid", default="auto", choices=["auto", "paper", "reduced", "tiny"],
                      help="auto: the paper's on CUDA, reduced on CPU; tiny: for tests")
@@ -412,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     if args.command == "train":
-        result = run_train(args.preset, device, args.steps, args.warmup)
+        result = run_train(args.preset, device, args.steps, args.warmup, fast=not args.reference)
         print_train(result)
     else:
         result = run_latency(device, args.grid, args.trials, layers=args.layers)
