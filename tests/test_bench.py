@@ -153,3 +153,26 @@ def test_missing_peft_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(ImportError, match="pip install"):
         bench.require_peft()
+
+
+@pytest.mark.parametrize("slices, n_slices", [((0,), 1), ((0, 2), 3)])
+def test_fast_path_under_bf16_autocast_keeps_the_reference_dtypes(slices, n_slices):
+    """Under autocast the GEMMs run in bf16 (no fp32 upcast); gradients come back in each parameter's dtype."""
+    torch.manual_seed(0)
+    layer = LoRALinear(Conv1D(3 * 16, 32), r=4, alpha=8, slices=slices, n_slices=n_slices)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(2, 5, 32)
+    res = {}
+    for fast in (True, False):
+        layer.fast = fast
+        layer.zero_grad(set_to_none=True)
+        x_ = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x_)
+        out.float().square().sum().backward()
+        res[fast] = (out, x_.grad, layer.lora_A.grad, layer.lora_B.grad)
+    for fast, ref in zip(res[True], res[False]):
+        assert fast.dtype == ref.dtype
+        assert (fast.float() - ref.float()).norm() <= 0.02 * ref.float().norm()  # bf16 rounding, in another order
+    assert res[True][0].dtype == torch.bfloat16
