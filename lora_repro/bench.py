@@ -70,8 +70,8 @@ PRESETS = {
                                                intermediate_size=3072, vocab_size=1000), batch=4, seq=64,
                       ranks=(8, 64), warmup=2, steps=20, latency_trials=30),
     # GPT-2 small width with the fused c_attn, 4 blocks, 512 tokens, small vocabulary (the LM head is not the point)
-    "cpu": dict(arch="gpt2", config=dict(n_embd=768, n_layer=4, n_head=12, vocab_size=2048), batch=4, seq=128,
-                ranks=(8, 64), warmup=3, steps=20, latency_trials=20),
+    "cpu": dict(arch="gpt2", config=dict(n_embd=768, n_layer=4, n_head=12, vocab_size=2048), batch=4, seq=64,
+                ranks=(8, 64), warmup=2, steps=20, latency_trials=30),
     "roberta-base": dict(arch="roberta", config=dict(), batch=16, seq=256, ranks=(8, 64), warmup=5, steps=50,
                          latency_trials=50),
     "gpt2-medium": dict(arch="gpt2", config=dict(n_embd=1024, n_layer=24, n_head=16), batch=8, seq=512,
@@ -120,7 +120,7 @@ def build_model(preset: dict, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     arch = preset["arch"]
     if arch == "gpt2":
-        config = AutoConfig.for_model(arch, pad_token_id=0, **{**_NO_DROPOUT[arch], **preset["config"]})
+        config = AutoConfig.for_model(arch, pad_token_id=0, bos_token_id=0, eos_token_id=0, **{**_NO_DROPOUT[arch], **preset["config"]})
         return AutoModelForCausalLM.from_config(config)
     config = AutoConfig.for_model(arch, num_labels=2, **{**_NO_DROPOUT[arch], **preset["config"]})
     return AutoModelForSequenceClassification.from_config(config)
@@ -325,7 +325,7 @@ def iqr(xs: list[float]) -> float:
 # --- Table 1: inference latency -------------------------------------------------------------------------------
 
 PAPER_GRID = ((32, 512), (16, 256), (1, 128))
-CPU_GRID = ((1, 32), (1, 128), (4, 128))  # batch 1 / short sequences: where adapters' extra depth shows
+CPU_GRID = ((1, 8), (1, 32), (1, 128))  # batch 1 / short sequences: where adapters' extra sequential work shows
 
 
 def latency_models(layers: int | None, device: torch.device) -> dict[str, nn.Module]:
@@ -333,8 +333,8 @@ def latency_models(layers: int | None, device: torch.device) -> dict[str, nn.Mod
     def fresh():
         torch.manual_seed(0)
         # no LM head: the vocabulary only sets the embedding table's size (init time), not the forward's work
-        cfg = GPT2Config(n_embd=1024, n_head=16, n_layer=layers or 24, vocab_size=1024, resid_pdrop=0.0,
-                         embd_pdrop=0.0, attn_pdrop=0.0)
+        cfg = GPT2Config(n_embd=1024, n_head=16, n_layer=layers or 24, vocab_size=1024, bos_token_id=0, eos_token_id=0,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         return GPT2Model(cfg)
 
     def lora():
@@ -361,7 +361,7 @@ def run_latency(device: torch.device, grid: str = "auto", trials: int | None = N
         settings = PAPER_GRID
     else:
         settings, layers = CPU_GRID, layers or 2
-    trials = trials or (100 if device.type == "cuda" else 20)
+    trials = trials or (100 if device.type == "cuda" else 50)
     models = latency_models(layers, device)
     table = []
     for batch, seq in settings:
