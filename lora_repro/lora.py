@@ -67,13 +67,28 @@ class LoRALinear(nn.Module):
         self.register_buffer("slice_index", torch.tensor(self.slices, device=self.weight.device), persistent=False)
         self.merged = False
 
+    # Speed switch: True runs the update as one autograd Function (_LoRAUpdate: GEMMs accumulate into the base
+    # output's slices in place, no elementwise passes over it, backward computes only what is needed); False runs
+    # reference_update, the same math in plain autograd ops. Same outputs and gradients (tests/test_bench.py).
+    fast: bool = True
+
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.T if self.fan_in_fan_out else self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_forward(x)
         if self.merged:  # W already holds W0 + ΔW: a plain linear layer, no extra inference cost
-            return out
+            return self.base_forward(x)
+        if not self.fast:
+            return self.reference_update(self.base_forward(x), x)
+        # (tokens, d_out) from a 2-D base GEMM is a fresh tensor, not a view, so updating it in place costs autograd
+        # no copy-slices bookkeeping (a zero fill and copies of the whole gradient in backward)
+        out = self.base_forward(x.reshape(-1, self.d_in))
+        out = _LoRAUpdate.apply(out, self.dropout(x).reshape(-1, self.d_in), self.lora_A, self.lora_B, self.slices,
+                                self.scaling)
+        return out.view(*x.shape[:-1], self.d_out)
+
+    def reference_update(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out + (alpha / r) B A dropout(x) on the adapted slices, in plain autograd ops (what _LoRAUpdate computes)."""
         # x: (..., d_in) -> xa: (..., n, r); B viewed as (n, d_slice, r) -> delta: (..., n, d_slice)
         xa = (self.dropout(x) @ self.lora_A.T).unflatten(-1, (len(self.slices), self.r))
         delta = torch.einsum("...nr,ndr->...nd", xa, self.lora_B.view(len(self.slices), self.d_slice, self.r))
@@ -105,6 +120,52 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_out={self.d_out}, r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"
+
+
+class _LoRAUpdate(torch.autograd.Function):
+    """out[..., slice s_i] += scaling * x A_i^T B_i^T for each adapted slice i, in place, as a few GEMMs.
+
+    out: (..., n_slices * d_slice), the base layer's output (fresh, so writing into it is safe); x: (..., d_in) after
+    dropout; A: (n r, d_in); B: (n d_slice, r). Each slice of out is a column block of the 2-D (tokens, d_out) view
+    with row stride d_out, which BLAS reads and writes in place: no copy of out, no ΔW, no index_add, no extra mul.
+    Under autocast the GEMMs run in out's dtype (bf16), as F.linear's would; gradients come back in each input's dtype.
+    Saved for backward: x in out's dtype (what PEFT's lora_A saves) and xa (T, n r), nothing of size d_out.
+    """
+
+    @staticmethod
+    def forward(ctx, out, x, A, B, slices, scaling):
+        n = len(slices)
+        r, d_slice = A.shape[0] // n, B.shape[0] // n
+        o2 = out.view(-1, out.shape[-1])  # (T, d_out)
+        x2 = x.reshape(-1, x.shape[-1]).to(out.dtype)  # (T, d_in)
+        xa = x2 @ A.to(out.dtype).T  # (T, n r): one GEMM for the A of every slice
+        B_ = B.to(out.dtype)
+        for i, s in enumerate(slices):  # out_s += scaling * xa_i B_i^T, accumulated by the GEMM itself
+            o2[:, s * d_slice:(s + 1) * d_slice].addmm_(xa[:, i * r:(i + 1) * r], B_[i * d_slice:(i + 1) * d_slice].T,
+                                                          alpha=scaling)
+        ctx.mark_dirty(out)
+        ctx.save_for_backward(x2, xa, A, B)
+        ctx.slices, ctx.scaling, ctx.x_shape, ctx.x_dtype = slices, scaling, x.shape, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, xa, A, B = ctx.saved_tensors
+        n = len(ctx.slices)
+        r, d_slice = A.shape[0] // n, B.shape[0] // n
+        g2 = grad.reshape(-1, grad.shape[-1]).to(xa.dtype)  # (T, d_out)
+        B_ = B.to(xa.dtype)
+        g_xa, g_B = [], []
+        for i, s in enumerate(ctx.slices):
+            g_s = g2[:, s * d_slice:(s + 1) * d_slice]  # (T, d_slice): a strided view, no copy
+            g_xa.append(g_s @ B_[i * d_slice:(i + 1) * d_slice])  # (T, r)
+            if ctx.needs_input_grad[3]:
+                g_B.append(g_s.T @ xa[:, i * r:(i + 1) * r])  # (d_slice, r)
+        g_xa = torch.cat(g_xa, dim=1).mul_(ctx.scaling)  # (T, n r)
+        g_A = (g_xa.T @ x2).to(A.dtype) if ctx.needs_input_grad[2] else None
+        g_x = (g_xa @ A.to(xa.dtype)).view(ctx.x_shape).to(ctx.x_dtype) if ctx.needs_input_grad[1] else None
+        g_B = torch.cat(g_B).mul_(ctx.scaling).to(B.dtype) if g_B else None
+        return grad, g_x, g_A, g_B, None, None
 
 
 def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 8, dropout: float = 0.0,

@@ -1,0 +1,451 @@
+"""python -m lora_repro.bench {train,latency}: what LoRA costs, ours vs Hugging Face PEFT vs the frozen-base floor.
+
+`train` times one optimizer step of each variant on the same model shape, batch and sequence length, in one process,
+round-robin (every round runs every variant once, rotating the order), so machine noise falls on all of them alike:
+  full              full fine-tuning (every weight trains; AdamW)
+  floor             the frozen-base floor: every weight frozen, only the input embeddings' output requires grad, so
+                    forward + backward computes activation gradients and no weight gradient: the least work any
+                    LoRA step can do (no optimizer step: nothing to update)
+  ours-<t>-r<r>     lora_repro.lora.apply_lora(targets t, rank r, alpha = r)
+  peft-<t>-r<r>     peft's LoRA with the same r, alpha, dropout 0 and modules. GPT-2 keeps q, k, v in one fused
+                    c_attn and PEFT can only adapt the whole of it, so peft-qv on GPT-2 adapts c_attn with one rank-r
+                    pair (same parameter count and FLOPs as our q and v slices; different function); peft-qkvo has
+                    6rd per block where ours has 8rd. On BERT/RoBERTa the two are the same function.
+Step time is the median over the timed rounds, after warm-up rounds; tokens/s = batch * seq / step time. Ratios
+(ours/PEFT, ours/floor, merged/base) are the median over rounds of the ratio within a round: two variants timed in the
+same round share its noise. Times are wall clock (synchronized) on CUDA and process CPU time on CPU: on a shared
+machine, wall time also counts the time other processes held the core.
+
+Memory. On CUDA: peak allocated during a step minus what was allocated before it, plus the optimizer state
+(`peak_mem_mb`; the frozen weights, the same for every variant, are left out). On CPU no allocator reports a peak
+(tracemalloc does not see torch's allocations; peak RSS of one process holds every variant and never goes down), so we
+count what a step adds to memory, by variant, exactly: the bytes autograd saves for backward (unique storages, seen
+through saved_tensors_hooks, parameters excluded), plus the parameter gradients, plus the optimizer state
+(`train_state_mb`, also reported on CUDA). It is deterministic, so ours/PEFT memory is not noisy.
+
+`latency` is the paper's Table 1: one forward pass of GPT-2 medium (random init, no LM head) for base, LoRA merged,
+LoRA unmerged, Adapter^L and Adapter^H (conf/method/adapter_{l,h}.yaml), warm-up then many trials, round-robin;
+mean, std and overhead in % of base (of the means, as the paper; and paired: median over trials of the per-trial ratio). The paper's grid (batch/seq 32/512, 16/256, 1/128) on CUDA; on CPU a reduced
+grid (2 blocks of GPT-2 medium's width, short sequences) unless --grid paper.
+
+On CPU the default is one thread (--threads): on a shared machine, OpenMP's 2-thread barriers wait on descheduled
+threads and small GEMMs (LoRA's) become slower than on one thread; one thread gives steadier, fairer timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
+
+from lora_repro.lora import apply_lora, lora_layers, merge_lora
+from lora_repro.methods import apply_method
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+
+# Model shapes (random init from transformers configs; dropout off so every variant does the same work), batch, seq,
+# LoRA ranks and round counts. Dropout-free BERT/GPT-2 blocks; heads: sequence classification (BERT/RoBERTa) or LM.
+_NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+               "roberta": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+               "gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)}
+PRESETS = {
+    "tiny": dict(arch="bert", config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, vocab_size=100), batch=2, seq=8, ranks=(2, 4),
+                 warmup=1, steps=3, latency_trials=3),
+    "tiny-gpt2": dict(arch="gpt2", config=dict(n_embd=32, n_layer=2, n_head=2, vocab_size=100), batch=2, seq=8,
+                      ranks=(2, 4), warmup=1, steps=3, latency_trials=3),
+    # BERT-base width (r / d small, as in the paper's models), 2 blocks, 256 tokens: about a minute on one CPU core
+    "cpu-small": dict(arch="bert", config=dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                                               intermediate_size=3072, vocab_size=1000), batch=4, seq=64,
+                      ranks=(8, 64), warmup=2, steps=20, latency_trials=30),
+    # GPT-2 small width with the fused c_attn, 4 blocks, 512 tokens, small vocabulary (the LM head is not the point)
+    "cpu": dict(arch="gpt2", config=dict(n_embd=768, n_layer=4, n_head=12, vocab_size=2048), batch=4, seq=64,
+                ranks=(8, 64), warmup=2, steps=20, latency_trials=30),
+    "roberta-base": dict(arch="roberta", config=dict(), batch=16, seq=256, ranks=(8, 64), warmup=5, steps=50,
+                         latency_trials=50),
+    "gpt2-medium": dict(arch="gpt2", config=dict(n_embd=1024, n_layer=24, n_head=16), batch=8, seq=512,
+                        ranks=(8, 64), warmup=5, steps=50, latency_trials=50),
+}
+TARGETS = {"qv": ("q", "v"), "qkvo": ("q", "k", "v", "o")}
+# PEFT module names for the paper's names (suffix match); GPT-2's q, k, v are one fused c_attn (see module docstring)
+PEFT_MODULES = {"bert": {"q": "query", "k": "key", "v": "value", "o": "attention.output.dense"},
+                "gpt2": {"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "attn.c_proj"}}
+PEFT_MODULES["roberta"] = PEFT_MODULES["bert"]
+
+
+def machine() -> dict:
+    """Where the numbers come from: CPU model, cores, threads, accelerator, torch and transformers versions."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import transformers
+    info = dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
+                transformers=transformers.__version__, device="cpu")
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+    try:
+        import peft
+        info["peft"] = peft.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def require_peft():
+    """The peft package, or an ImportError saying how to get it."""
+    try:
+        import peft
+    except ImportError:
+        raise ImportError("the benchmark compares against Hugging Face PEFT, which is not installed; "
+                          "install it with: pip install 'lora-repro[bench]'  (or pip install 'peft>=0.10')") from None
+    return peft
+
+
+def build_model(preset: dict, seed: int = 0) -> nn.Module:
+    """A random-init model of the preset's shape, the same weights for the same seed."""
+    torch.manual_seed(seed)
+    arch = preset["arch"]
+    if arch == "gpt2":
+        config = AutoConfig.for_model(arch, pad_token_id=0, bos_token_id=0, eos_token_id=0, **{**_NO_DROPOUT[arch], **preset["config"]})
+        return AutoModelForCausalLM.from_config(config)
+    config = AutoConfig.for_model(arch, num_labels=2, **{**_NO_DROPOUT[arch], **preset["config"]})
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def make_batch(preset: dict, model: nn.Module, device: torch.device) -> dict:
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, model.config.vocab_size, (preset["batch"], preset["seq"]), generator=gen)
+    labels = ids if preset["arch"] == "gpt2" else torch.randint(0, 2, (preset["batch"],), generator=gen)
+    return {"input_ids": ids.to(device), "labels": labels.to(device)}
+
+
+@dataclass
+class Variant:
+    """One way to train the same model: its model, optimizer (None: nothing to update) and how it takes a batch."""
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    floor: bool = False
+    targets: str = ""
+    r: int = 0
+    times: list[float] = field(default_factory=list)
+
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def make_variants(preset: dict, device: torch.device, with_peft: bool = True) -> list[Variant]:
+    """full, floor, then ours and PEFT for each (targets, r)."""
+    def fresh():
+        return build_model(preset).to(device).train()
+
+    def adamw(model):
+        return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    full = fresh()
+    floor = fresh().requires_grad_(False)
+    out = [Variant("full", full, adamw(full)), Variant("floor", floor, None, floor=True)]
+    peft = require_peft() if with_peft else None
+    for t, names in TARGETS.items():
+        for r in preset["ranks"]:
+            ours = apply_lora(fresh(), targets=names, r=r, alpha=r)
+            out.append(Variant(f"ours-{t}-r{r}", ours, adamw(ours), targets=t, r=r))
+            if peft is not None:
+                modules = sorted({PEFT_MODULES[preset["arch"]][n] for n in names})
+                cfg = peft.LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, target_modules=modules, bias="none",
+                                      fan_in_fan_out=preset["arch"] == "gpt2")
+                theirs = peft.get_peft_model(fresh(), cfg)
+                out.append(Variant(f"peft-{t}-r{r}", theirs, adamw(theirs), targets=t, r=r))
+    return out
+
+
+def forward_loss(v: Variant, batch: dict) -> torch.Tensor:
+    """The variant's training loss on the batch; the floor feeds embeddings that require grad (weights all frozen)."""
+    device = batch["input_ids"].device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        if v.floor:
+            with torch.no_grad():
+                embeds = v.model.get_input_embeddings()(batch["input_ids"])
+            return v.model(inputs_embeds=embeds.requires_grad_(), labels=batch["labels"]).loss
+        return v.model(**batch).loss
+
+
+def train_step(v: Variant, batch: dict) -> None:
+    forward_loss(v, batch).backward()
+    if v.optimizer is not None:
+        v.optimizer.step()
+        v.optimizer.zero_grad(set_to_none=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device) -> Callable[[], float]:
+    """CPU: this process's CPU time (with one thread, the work it did, not the time other workers took the core);
+    CUDA: wall time after a synchronize."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
+def time_round_robin(fns: dict[str, Callable[[], None]], warmup: int, trials: int, device: torch.device
+                     ) -> dict[str, list[float]]:
+    """Seconds per call of each fn: `warmup` untimed rounds, then `trials` rounds, each running every fn once in an
+    order rotated by one per round (so no variant always runs first, after the same neighbour)."""
+    names, times, now = list(fns), {n: [] for n in fns}, clock(device)
+    for i in range(warmup + trials):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            sync(device)
+            start = now()
+            fns[name]()
+            sync(device)
+            if i >= warmup:
+                times[name].append(now() - start)
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i]: two variants timed in the same round share that round's machine noise."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def step_memory(v: Variant, batch: dict) -> dict:
+    """Training-state bytes one step adds (saved activations + grads + optimizer state) and, on CUDA, peak bytes."""
+    device = batch["input_ids"].device
+    params = {p.untyped_storage().data_ptr() for p in v.model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = forward_loss(v, batch)
+    loss.backward()
+    grads = nbytes(p.grad for p in v.model.parameters() if p.grad is not None)
+    if v.optimizer is not None:
+        v.optimizer.step()
+    state = nbytes(t for s in (v.optimizer.state.values() if v.optimizer else []) for t in s.values()
+                   if torch.is_tensor(t))
+    row = {"saved_activations_mb": sum(saved.values()) / 2**20, "grads_mb": grads / 2**20,
+           "optimizer_state_mb": state / 2**20}
+    row["train_state_mb"] = row["saved_activations_mb"] + row["grads_mb"] + row["optimizer_state_mb"]
+    if device.type == "cuda":
+        row["peak_mem_mb"] = (torch.cuda.max_memory_allocated(device) - before + state) / 2**20
+    if v.optimizer is not None:
+        v.optimizer.zero_grad(set_to_none=True)
+    return row
+
+
+def latency_ratio(preset: dict, device: torch.device, trials: int) -> dict:
+    """Quick check on the train shape: forward latency of LoRA (q, v, r = 8) merged over the base model's."""
+    base = build_model(preset).to(device).eval()
+    merged = merge_lora(apply_lora(build_model(preset), targets=("q", "v"), r=min(preset["ranks"]))).to(device).eval()
+    batch = make_batch(preset, base, device)
+    ids = batch["input_ids"]
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        times = time_round_robin({"base": lambda: base(input_ids=ids), "merged": lambda: merged(input_ids=ids)},
+                                 warmup=3, trials=trials, device=device)
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            "merged_over_base": paired_ratio(times["merged"], times["base"])}
+
+
+def run_train(preset_name: str, device: torch.device, steps: int | None = None, warmup: int | None = None,
+              with_peft: bool = True, fast: bool = True) -> dict:
+    """Every variant's step time, tokens/s and memory, the ratios against the targets, and where it ran."""
+    preset = PRESETS[preset_name]
+    steps, warmup = steps or preset["steps"], preset["warmup"] if warmup is None else warmup
+    variants = make_variants(preset, device, with_peft)
+    for v in variants:  # our LoRA's forward: the fast path, or the plain reference path (for before/after)
+        for layer in lora_layers(v.model):
+            layer.fast = fast
+    batch = make_batch(preset, variants[0].model, device)
+    times = time_round_robin({v.name: (lambda v=v: train_step(v, batch)) for v in variants}, warmup, steps, device)
+    tokens = preset["batch"] * preset["seq"]
+    rows = {}
+    for v in variants:
+        med = statistics.median(times[v.name])
+        rows[v.name] = dict(step_ms=1e3 * med, step_ms_iqr=1e3 * iqr(times[v.name]), tokens_per_s=tokens / med,
+                            trainable_params=v.trainable(), targets=v.targets, r=v.r, **step_memory(v, batch))
+    mem_key = "peak_mem_mb" if device.type == "cuda" else "train_state_mb"
+    by_setting = {}
+    for t in TARGETS:
+        for r in preset["ranks"]:
+            ours = rows[f"ours-{t}-r{r}"]
+            entry = {"ours_over_floor": paired_ratio(times[f"ours-{t}-r{r}"], times["floor"])}
+            if f"peft-{t}-r{r}" in rows:
+                peft = rows[f"peft-{t}-r{r}"]
+                entry["ours_over_peft"] = paired_ratio(times[f"ours-{t}-r{r}"], times[f"peft-{t}-r{r}"])
+                entry["ours_over_peft_mem"] = ours[mem_key] / peft[mem_key]
+            by_setting[f"{t}-r{r}"] = entry
+    lat = latency_ratio(preset, device, preset["latency_trials"])
+    ratios = {key: max(e[key] for e in by_setting.values()) for key in next(iter(by_setting.values()))}
+    ratios["merged_over_base_latency"] = lat["merged_over_base"]
+    return dict(command="train", preset=preset_name, arch=preset["arch"], shape=preset["config"],
+                batch=preset["batch"], seq=preset["seq"], warmup=warmup, steps=steps, memory=mem_key,
+                lora_path="fast" if fast else "reference",
+                timing="median per variant; ratios: median over rounds of the per-round ratio; " +
+                       ("wall time (CUDA synchronized)" if device.type == "cuda" else "process CPU time"),
+                machine=machine(), ratios=ratios, ratios_note="worst case (max) over the (targets, r) settings",
+                ratios_by_setting=by_setting, latency_s=lat, variants=rows)
+
+
+def iqr(xs: list[float]) -> float:
+    if len(xs) < 4:
+        return 0.0
+    q = statistics.quantiles(xs, n=4)
+    return q[2] - q[0]
+
+
+# --- Table 1: inference latency -------------------------------------------------------------------------------
+
+PAPER_GRID = ((32, 512), (16, 256), (1, 128))
+CPU_GRID = ((1, 8), (1, 32), (1, 128))  # batch 1 / short sequences: where adapters' extra sequential work shows
+
+
+def latency_models(layers: int | None, device: torch.device) -> dict[str, nn.Module]:
+    """GPT-2 medium (random init; `layers` blocks if given) as base, LoRA merged / unmerged, Adapter^L, Adapter^H."""
+    def fresh():
+        torch.manual_seed(0)
+        # no LM head: the vocabulary only sets the embedding table's size (init time), not the forward's work
+        cfg = GPT2Config(n_embd=1024, n_head=16, n_layer=layers or 24, vocab_size=1024, bos_token_id=0, eos_token_id=0,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2Model(cfg)
+
+    def lora():
+        model = apply_lora(fresh(), targets=("q", "v"), r=4, alpha=32)  # the paper's GPT-2 M setting (Sec. 6.3)
+        with torch.no_grad():  # a trained B is non-zero; make the unmerged path do real work
+            for name, p in model.named_parameters():
+                if name.endswith("lora_B"):
+                    p.normal_(std=0.01)
+        return model
+
+    models = {"base": fresh(), "lora_merged": merge_lora(lora()), "lora_unmerged": lora(),
+              "adapter_l": apply_method(fresh(), OmegaConf.load(CONF / "adapter_l.yaml")),
+              "adapter_h": apply_method(fresh(), OmegaConf.load(CONF / "adapter_h.yaml"))}
+    return {k: m.to(device).eval() for k, m in models.items()}
+
+
+def run_latency(device: torch.device, grid: str = "auto", trials: int | None = None, warmup: int = 3,
+                layers: int | None = None) -> dict:
+    """Forward latency of each Table 1 variant at each (batch, seq): mean, std, median, overhead % of base."""
+    paper = grid == "paper" or (grid == "auto" and device.type == "cuda")
+    if grid == "tiny":
+        settings, layers = ((1, 8),), layers or 1
+    elif paper:
+        settings = PAPER_GRID
+    else:
+        settings, layers = CPU_GRID, layers or 2
+    trials = trials or (100 if device.type == "cuda" else 50)
+    models = latency_models(layers, device)
+    table = []
+    for batch, seq in settings:
+        ids = torch.randint(0, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
+        fns = {k: (lambda m=m: m(input_ids=ids)) for k, m in models.items()}
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            times = time_round_robin(fns, warmup, trials, device)
+        base = statistics.mean(times["base"])
+        for k, ts in times.items():
+            table.append(dict(batch=batch, seq=seq, variant=k, mean_ms=1e3 * statistics.mean(ts),
+                              std_ms=1e3 * statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                              median_ms=1e3 * statistics.median(ts), overhead_pct=100 * (statistics.mean(ts) / base - 1),
+                              paired_overhead_pct=100 * (paired_ratio(ts, times["base"]) - 1)))
+    merged = [1 + r["paired_overhead_pct"] / 100 for r in table if r["variant"] == "lora_merged"]
+    note = ("the paper's grid, GPT-2 medium (24 blocks)" if paper else
+            f"reduced grid for CPU: GPT-2 medium width, {layers} of its 24 blocks, (batch, seq) in {list(settings)}; "
+            "--grid paper for the paper's")
+    return dict(command="latency", grid=note, layers=layers or 24, trials=trials, warmup=warmup, machine=machine(),
+                ratios={"merged_over_base_latency": max(merged)}, table=table)
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+
+def print_train(result: dict) -> None:
+    print(f"preset {result['preset']} ({result['arch']}, batch {result['batch']} x seq {result['seq']}, "
+          f"{result['steps']} timed rounds, LoRA {result['lora_path']} path, {result['timing'].split('; ')[-1]}) on {result['machine']['device']} / {result['machine']['cpu']}, "
+          f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}")
+    mem = result["memory"]
+    print(f"{'variant':<16}{'step ms':>10}{'iqr':>8}{'tok/s':>10}{mem:>16}{'trainable':>12}")
+    for name, row in result["variants"].items():
+        print(f"{name:<16}{row['step_ms']:>10.1f}{row['step_ms_iqr']:>8.1f}{row['tokens_per_s']:>10.0f}"
+              f"{row[mem]:>16.1f}{row['trainable_params']:>12,}")
+    for setting, entry in result["ratios_by_setting"].items():
+        print(f"  {setting:<10}" + "  ".join(f"{k} {v:.3f}" for k, v in entry.items()))
+    print("ratios (" + result["ratios_note"] + "): " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()))
+
+
+def print_latency(result: dict) -> None:
+    print(f"forward latency, {result['grid']}; {result['trials']} trials on {result['machine']['device']} / "
+          f"{result['machine']['cpu']}, {result['machine']['threads']} thread(s)")
+    print(f"{'batch':>5}{'seq':>6}  {'variant':<14}{'mean ms':>10}{'std':>8}{'median':>9}{'overhead %':>12}"
+          f"{'paired %':>10}")
+    for r in result["table"]:
+        print(f"{r['batch']:>5}{r['seq']:>6}  {r['variant']:<14}{r['mean_ms']:>10.2f}{r['std_ms']:>8.2f}"
+              f"{r['median_ms']:>9.2f}{r['overhead_pct']:>12.1f}{r['paired_overhead_pct']:>10.1f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m lora_repro.bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="step time and memory: full FT, floor, ours, PEFT")
+    train.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
+    train.add_argument("--steps", type=int, help="timed rounds (default: the preset's)")
+    train.add_argument("--warmup", type=int, help="untimed rounds first (default: the preset's)")
+    train.add_argument("--reference", action="store_true",
+                       help="time our LoRA's plain reference forward instead of the fast path (before/after)")
+    lat = sub.add_parser("latency", help="paper Table 1: forward latency of base, LoRA, adapters")
+    lat.add_argument("--grid", default="auto", choices=["auto", "paper", "reduced", "tiny"],
+                     help="auto: the paper's on CUDA, reduced on CPU; tiny: for tests")
+    lat.add_argument("--trials", type=int)
+    lat.add_argument("--layers", type=int, help="GPT-2 medium blocks to keep (default: 24, 2 on the reduced grid)")
+    for p in (train, lat):
+        p.add_argument("--out", type=Path, help="write the result as JSON here")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        p.add_argument("--threads", type=int, default=1,
+                       help="CPU threads (default 1: steadier on a shared machine; see the module docstring)")
+    args = parser.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    if args.command == "train":
+        result = run_train(args.preset, device, args.steps, args.warmup, fast=not args.reference)
+        print_train(result)
+    else:
+        result = run_latency(device, args.grid, args.trials, layers=args.layers)
+        print_latency(result)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    for key, value in result["ratios"].items():
+        if not (math.isfinite(value) and value > 0):
+            raise FloatingPointError(f"ratio {key} = {value}: the timing went wrong")
+    return result
+
+
+if __name__ == "__main__":
+    main()
