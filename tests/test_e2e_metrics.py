@@ -92,7 +92,8 @@ def test_meteor_function_words_weigh_one_minus_delta():
 
 
 def test_meteor_keeps_the_best_reference():
-    assert corpus_meteor([["bird fish", "cat bird dog"]], ["dog cat bird"]) == pytest.approx(1 - GAMMA * (2 / 3) ** BETA)
+    best = 1 - GAMMA * (2 / 3) ** BETA  # against "cat bird dog"; "bird fish" scores lower
+    assert corpus_meteor([["bird fish", "cat bird dog"]], ["dog cat bird"]) == pytest.approx(best)
 
 
 def test_cider_on_a_tiny_corpus_by_hand():
@@ -103,7 +104,7 @@ def test_cider_on_a_tiny_corpus_by_hand():
 
 
 def test_cider_averages_over_references():
-    # the second reference shares nothing with the output: the MR's score is (5 + 0) / 2 ... with df over 2 MRs
+    # the second reference shares nothing with the output: the first MR scores (5 + 0) / 2 references
     assert corpus_cider([["a b", "x y"], ["c d"]], ["a b", "c d"]) == pytest.approx((2.5 + 5.0) / 2)
 
 

@@ -38,7 +38,8 @@ def corpus_rouge_l(references: list[list[str]], hypotheses: list[str]) -> float:
     """Mean sentence ROUGE-L over the MRs, in [0, 1], after the COCO tokenisation (ptb.py)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference groups but {len(hypotheses)} hypotheses; need one per MR")
-    scores = [sentence_rouge_l([coco_text(r) for r in refs], coco_text(hyp)) for refs, hyp in zip(references, hypotheses)]
+    scores = [sentence_rouge_l([coco_text(r) for r in refs], coco_text(hyp))
+              for refs, hyp in zip(references, hypotheses)]
     return sum(scores) / len(scores) if scores else 0.0
 
 
