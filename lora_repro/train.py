@@ -214,5 +214,6 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                              "history": history, "best": best, "world": world})
     bar.close()
     return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens * world / max(train_time, 1e-9),
-            "peak_mem_mb": peak_memory_mb(device), "metrics": best["metrics"], "best_epoch": best["epoch"],
-            "final_metrics": history[-1], "history": history}
+            "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
+            "global_batch_size": int(cfg.batch_size) * accum * world, "metrics": best["metrics"],
+            "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}

@@ -52,6 +52,8 @@ def test_two_ddp_processes_train_what_one_process_with_twice_the_accumulation_do
     one = run(config(*args, "train.grad_accum=2"), tmp_path)  # the same global batch of 32, in one process
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["steps"] == one["steps"] == 2 * 256 // 32
+    assert (ddp["world_size"], ddp["grad_accum"], one["world_size"], one["grad_accum"]) == (2, 1, 1, 2)
+    assert ddp["global_batch_size"] == one["global_batch_size"] == 32
     for a, b in zip(ddp["history"], one["history"]):
         assert a == pytest.approx(b, rel=1e-4)
     ours, theirs = load_file(tmp_path / "ddp" / "adapter.safetensors"), load_file(tmp_path / "adapter.safetensors")
@@ -121,7 +123,8 @@ def test_sweep_files_expand_to_the_papers_grids_in_hydra_and_wandb(name, jobs):
     hydra_jobs = job_overrides(cfg.hydra.sweeper.params)
     assert len(hydra_jobs) == jobs
     wb = yaml.safe_load((ROOT / "sweeps" / "wandb" / f"{name}.yaml").read_text())
-    assert wb["method"] == "grid" and wb["command"][-1] == "${args_no_hyphens}" and f"experiment={name}" in wb["command"]
+    assert wb["method"] == "grid" and wb["command"][-1] == "${args_no_hyphens}"
+    assert f"experiment={name}" in wb["command"] and "logger=wandb" in wb["command"]
     grid = [{f"{k}={v}" for k, v in zip(wb["parameters"], point)}
             for point in product(*(p["values"] for p in wb["parameters"].values()))]
     assert sorted(map(sorted, grid)) == sorted(map(sorted, hydra_jobs))  # the same runs, job for job
