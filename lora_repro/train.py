@@ -129,8 +129,8 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     accum = distributed.grad_accum(cfg, world)
     steps_per_epoch = max(1, len(batches) // (accum * world))
     batches_per_epoch = steps_per_epoch * accum  # on each rank; a partial global batch at the end is not trained
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
+    wrapped = model if world == 1 else \
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * int(cfg.epochs)
     warmup = int(cfg.warmup_steps) if cfg.get("warmup_steps") else int(float(cfg.warmup_ratio) * total)
     optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
@@ -156,8 +156,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         """Mean loss per step since the last log, over all ranks; NaN or inf stops the run (one sync per call)."""
         value = distributed.all_sum(running).item() / max((step - last_log) * world, 1)
         if not math.isfinite(value):
-            raise NonFiniteLoss(f"training loss is {value} at step {step} (epoch {epoch}; checked every "
-                                f"train.log_every={cfg.log_every} steps); lower train.lr={cfg.lr} or check the data")
+            raise NonFiniteLoss(f"training loss is {value} at step {step} (epoch {epoch}; the mean since step "
+                                f"{last_log}, checked every train.log_every={cfg.log_every} steps); "
+                                f"lower train.lr={cfg.lr} or check the data")
         return value
     for epoch in range(first, int(cfg.epochs)):
         start = time.perf_counter()
@@ -168,9 +169,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
-            with ddp.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
+            with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = ddp(**batch).loss / accum
+                    loss = wrapped(**batch).loss / accum
                 loss.backward()
             running += loss.detach().float()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
@@ -202,7 +203,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             if step >= total or i + 1 == batches_per_epoch:  # every rank runs the same number of micro-batches
                 break
         train_time += time.perf_counter() - start
-        mean_loss()
+        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint
         metrics = evaluate(model, data, cfg, device)
         history.append({"epoch": epoch, "step": step, **metrics})
         log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})

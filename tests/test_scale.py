@@ -16,6 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from lora_repro import distributed
 from lora_repro.results import collect, summarize
@@ -125,8 +126,8 @@ def test_sweep_files_expand_to_the_papers_grids_in_hydra_and_wandb(name, jobs):
     wb = yaml.safe_load((ROOT / "sweeps" / "wandb" / f"{name}.yaml").read_text())
     assert wb["method"] == "grid" and wb["command"][-1] == "${args_no_hyphens}"
     assert f"experiment={name}" in wb["command"] and "logger=wandb" in wb["command"]
-    grid = [{f"{k}={v}" for k, v in zip(wb["parameters"], point)}
-            for point in product(*(p["values"] for p in wb["parameters"].values()))]
+    grid = [create_sweep_command_args({"args": {k: {"value": v} for k, v in zip(wb["parameters"], point)}})
+            ["args_no_hyphens"] for point in product(*(p["values"] for p in wb["parameters"].values()))]  # as the agent
     assert sorted(map(sorted, grid)) == sorted(map(sorted, hydra_jobs))  # the same runs, job for job
     if name.startswith("e2e") and not (ROOT / "conf" / "task" / "e2e.yaml").is_file():
         return  # task=e2e is not in conf/ yet: the count is all we can check
