@@ -65,8 +65,7 @@ class Logger:
         """Log a file (the adapter) as a W&B artifact of type `kind`, named after the run."""
         if self.wandb:
             import wandb
-            art = wandb.Artifact(f"{kind}-{self.wandb.id}", type=kind,
-                                 metadata=metadata)
+            art = wandb.Artifact(f"{kind}-{self.wandb.id}", type=kind, metadata=metadata)
             art.add_file(str(path))
             self.wandb.log_artifact(art)
 
