@@ -38,8 +38,18 @@ def skip(name: str, why: str) -> list[Path]:
     return []
 
 
+def of_experiment(runs: pd.DataFrame, suffix: str) -> pd.DataFrame:
+    """The runs of the experiments named *suffix (e.g. repro_rank_ablation for rank_ablation) when there are any,
+    else every run: a folder of one sweep needs no naming, a folder of several keeps each figure to its own."""
+    if runs.empty:
+        return runs
+    mine = runs[runs.experiment.astype(str).str.endswith(suffix)]
+    return mine if not mine.empty else runs
+
+
 def lora_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The LoRA runs that saved an adapter."""
+    """The LoRA runs that saved an adapter (of the subspace experiment, when the folder has one)."""
+    runs = of_experiment(runs, "subspace")
     if runs.empty:
         return runs
     keep = (runs.method == "lora") & runs.run_dir.map(lambda d: (Path(d) / "adapter.safetensors").is_file())
@@ -48,6 +58,7 @@ def lora_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def rank_ablation(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Table 6 as a plot: score vs r per target set, median over seeds, min-max bars."""
+    runs = of_experiment(runs, "rank_ablation")
     lora = runs[runs.method == "lora"] if not runs.empty else runs
     if lora.empty or lora.r.nunique() < 2:
         return skip("rank_ablation", "needs LoRA runs at two or more ranks")
@@ -66,7 +77,7 @@ def rank_ablation(runs: pd.DataFrame, out: Path) -> list[Path]:
 
 def weight_type(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Table 5 as a bar chart: score per target set at the fixed parameter budget."""
-    group = runs[runs.experiment == "weight_type_ablation"] if not runs.empty else runs
+    group = runs[runs.experiment.astype(str).str.endswith("weight_type_ablation")] if not runs.empty else runs
     if group.empty:
         return skip("weight_type", "no runs of experiment weight_type_ablation")
     stats = group.groupby(["targets", "r"]).score.agg(["median", "min", "max", "count"]).reset_index()
@@ -79,6 +90,55 @@ def weight_type(runs: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_ylabel(f"score ({group.main_metric.iloc[0]})")
     ax.set_title("Which weights to adapt at a fixed budget (cf. paper Table 5)")
     return [out / "weight_type.csv"] + save(fig, out, "weight_type")
+
+
+def methods(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Table 2 as a bar chart: score per method (median over seeds, min-max bars), trainable parameters in the labels.
+
+    E2E runs are left to e2e_table (five metrics, mean over seeds)."""
+    glue = runs[~runs.task.astype(str).str.startswith("e2e")] if not runs.empty else runs
+    group = of_experiment(glue, "methods")
+    if group.empty or group.method.nunique() < 2:
+        return skip("methods", "needs runs of two or more methods")
+    stats = (group.groupby("method").agg(median=("score", "median"), min=("score", "min"), max=("score", "max"),
+                                         seeds=("seed", "count"), trainable_params=("trainable_params", "first"))
+             .sort_values("trainable_params").reset_index())
+    out.mkdir(parents=True, exist_ok=True)
+    stats.to_csv(out / "methods.csv", index=False)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{m}\n{p / 1e6:.3g}M" for m, p in zip(stats.method, stats.trainable_params)]
+    ax.bar(labels, stats["median"], yerr=[stats["median"] - stats["min"], stats["max"] - stats["median"]], capsize=3)
+    low = float(stats["min"].min())
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, float(stats["max"].max()) + 0.02))
+    ax.set_xlabel("method (trainable parameters, head excluded)")
+    ax.set_ylabel(f"score ({group.main_metric.iloc[0]}), median over seeds")
+    ax.set_title("Methods side by side (cf. paper Table 2)")
+    return [out / "methods.csv"] + save(fig, out, "methods")
+
+
+E2E_METRICS = ["bleu", "nist", "meteor", "rouge_l", "cider"]
+
+
+def e2e_table(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Table 3 analogue: the five E2E metrics per (model, method), mean over seeds as the paper reports."""
+    e2e = runs[runs.task.astype(str).str.startswith("e2e")] if not runs.empty else runs
+    if e2e.empty:
+        return skip("e2e_table", "no E2E runs")
+    columns = [f"metric.{m}" for m in E2E_METRICS if f"metric.{m}" in e2e]
+    table = e2e.groupby(["model", "method"]).agg(
+        seeds=("seed", "count"), trainable_params=("trainable_params", "first"),
+        **{c.removeprefix("metric."): (c, "mean") for c in columns},
+        **{f"{c.removeprefix('metric.')}_std": (c, "std") for c in columns}).reset_index()
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "e2e_table.csv", index=False)
+    print(table.to_string(index=False, float_format="%.4f"))
+    shown = table[["model", "method", "trainable_params", "seeds"] + [c.removeprefix("metric.") for c in columns]]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(shown) + 1))
+    ax.axis("off")
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
+    ax.table(cellText=cells, colLabels=list(shown.columns), loc="center")
+    ax.set_title("E2E NLG test set, mean over seeds (cf. paper Table 3)")
+    return [out / "e2e_table.csv"] + save(fig, out, "e2e_table")
 
 
 def heatmaps(panels: list[tuple[str, torch.Tensor]], title: str) -> plt.Figure:
@@ -107,6 +167,19 @@ def adapter(run: pd.Series) -> Path:
     return Path(run.run_dir) / "adapter.safetensors"
 
 
+def read_off(panels: list[tuple[str, torch.Tensor]], out: Path, name: str) -> Path:
+    """The values a reader takes from a heatmap, as CSV: phi(1, 1), phi(k, k) at the corner of the zoomed block,
+    and the block's mean (k = min(ZOOM, the grid's sides))."""
+    rows = []
+    for panel, grid in panels:
+        k = min(ZOOM, *grid.shape)
+        rows.append({"panel": panel, "rows": grid.shape[0], "cols": grid.shape[1], "phi_1_1": float(grid[0, 0]),
+                     "k": k, "phi_k_k": float(grid[k - 1, k - 1]), "block_mean": float(grid[:k, :k].mean())})
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
+    return out / f"{name}.csv"
+
+
 def has_target(run: pd.Series, target: str) -> bool:
     return target in str(run.targets).split(",")
 
@@ -125,8 +198,9 @@ def figure3(runs: pd.DataFrame, out: Path, low: int = 8, high: int = 64) -> list
         for t in targets:
             grid = similarity_grid(adapter_matrices(adapter(a), LAYER, t)[0], adapter_matrices(adapter(b), LAYER, t)[0])
             panels += [(f"W{t}: A(r={low}) vs A(r={high})", grid), (f"W{t}: zoom i, j <= {ZOOM}", grid[:ZOOM, :ZOOM])]
+        table = read_off([p for p in panels if "zoom" not in p[0]], out, "fig3_subspace_ranks")
         fig = heatmaps(panels, f"Subspace similarity across ranks, layer {LAYER}, seed {seed} (cf. paper Fig. 3)")
-        return save(fig, out, "fig3_subspace_ranks")
+        return [table] + save(fig, out, "fig3_subspace_ranks")
     return skip("fig3_subspace_ranks", f"needs LoRA runs at r={low} and r={high} with the same seed")
 
 
@@ -148,8 +222,9 @@ def figure4(runs: pd.DataFrame, out: Path, rank: int = 64) -> list[Path]:
         return skip("fig4_subspace_seeds", "the runs adapt neither q nor v")
     control = similarity_grid(random_gaussian(rank, d, seed=0), random_gaussian(rank, d, seed=1))
     panels.append(("random Gaussian vs random Gaussian", control))
+    table = read_off(panels, out, "fig4_subspace_seeds")
     fig = heatmaps(panels, f"Subspace similarity across seeds at r={rank}, layer {LAYER} (cf. paper Fig. 4)")
-    return save(fig, out, "fig4_subspace_seeds")
+    return [table] + save(fig, out, "fig4_subspace_seeds")
 
 
 def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:
@@ -225,7 +300,8 @@ def main() -> None:
     if runs.empty:
         print(f"no metrics.json under {results}: every figure is skipped")
     written = []
-    for make in (rank_ablation, weight_type, figure3, figure4, amplification_table, ours_vs_paper):
+    for make in (methods, rank_ablation, weight_type, figure3, figure4, amplification_table, ours_vs_paper,
+                 e2e_table):
         written += make(runs, out)
     print(f"{len(written)} files in {out}")
 

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
+from lora_repro import distributed
 from lora_repro.lora import lora_state_dict
 
 
@@ -33,18 +34,24 @@ def save_adapter(path: Path, model: torch.nn.Module, extras: dict[str, torch.Ten
 
 
 class Logger:
-    """train_log.jsonl in the run directory, and W&B when logger.name=wandb (offline unless logger.mode says)."""
+    """train_log.jsonl in the run directory, and W&B when logger.name=wandb (offline unless logger.mode says).
+    On ranks other than 0 of a distributed run it records nothing."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig):
+        self.file, self.wandb = None, None
+        if not distributed.is_main():
+            return
         self.file = open(run_dir / "train_log.jsonl", "a")
-        self.wandb = None
         if cfg.logger.name == "wandb":
             import wandb
+            name = run_name(cfg)  # a W&B group holds the seeds of one cell: the name without its seed
             self.wandb = wandb.init(project=cfg.logger.project, mode=cfg.logger.mode, dir=str(run_dir),
-                                    name=run_name(cfg), group=cfg.experiment,
+                                    name=name, group=name.rpartition("/")[0], job_type=str(cfg.experiment),
                                     config=OmegaConf.to_container(cfg, resolve=True))
 
     def __call__(self, record: dict) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.wandb:
@@ -54,8 +61,17 @@ class Logger:
         if self.wandb:
             self.wandb.summary.update(values)
 
+    def artifact(self, path: Path, kind: str, metadata: dict) -> None:
+        """Log a file (the adapter) as a W&B artifact of type `kind`, named after the run."""
+        if self.wandb:
+            import wandb
+            art = wandb.Artifact(f"{kind}-{self.wandb.id}", type=kind, metadata=metadata)
+            art.add_file(str(path))
+            self.wandb.log_artifact(art)
+
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.wandb:
             self.wandb.finish()
 

@@ -1,4 +1,5 @@
-"""Gather every metrics.json under a folder into one table, failed runs apart: python -m lora_repro.results DIR."""
+"""Gather every metrics.json under a folder into one table per run and one per cell (the paper's statistic over
+seeds), failed runs apart: python -m lora_repro.results DIR [--stat median|mean|auto]."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,8 @@ from hydra.experimental.callback import Callback
 
 COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "alpha", "seed", "trainable_params",
            "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s", "tokens_per_s", "peak_mem_mb"]
+CELL = ["experiment", "model", "task", "method", "targets", "r"]  # one cell of a paper table: its runs differ by seed
+STATS = ("median", "mean", "auto")
 
 
 def collect(folder: str | Path) -> pd.DataFrame:
@@ -41,6 +44,29 @@ def failed_report(failed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paper_stat(task: str) -> str:
+    """The paper's statistic over seeds: mean for E2E (Table 3, tasks named e2e*), else median (GLUE, Table 2)."""
+    return "mean" if str(task).startswith("e2e") else "median"
+
+
+def summarize(frame: pd.DataFrame, stat: str = "auto") -> pd.DataFrame:
+    """One row per cell: `stat` over its seeds of the score (each run's best epoch) and of every metric, with the
+    spread of the score (std, min, max) and the number of seeds n; stat auto = the paper's (paper_stat)."""
+    if stat not in STATS:
+        raise ValueError(f"stat={stat!r} is not a statistic; valid choices: {list(STATS)}")
+    metrics = [c for c in frame if c.startswith("metric.")]
+    rows = []
+    for keys, group in frame.groupby(CELL, dropna=False, sort=True):
+        row = dict(zip(CELL, keys))
+        how = paper_stat(row["task"]) if stat == "auto" else stat
+        score = group.score
+        row.update(stat=how, score=score.agg(how), std=score.std(), min=score.min(), max=score.max(), n=len(group),
+                   seeds=",".join(str(s) for s in sorted(group.seed)))
+        row.update({m: group[m].agg(how) for m in metrics})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def rank_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 6 layout: rows r, columns the adapted weights, cells the median score over seeds."""
     return frame.pivot_table(index="r", columns="targets", values="score", aggfunc="median")
@@ -56,7 +82,8 @@ class SweepSummary(Callback):
             print(f"no finished runs under {folder}{failed}")
             return
         frame.to_csv(folder / "results.csv", index=False)
-        print(f"\n{len(frame)} runs in {folder} (table: {folder / 'results.csv'})")
+        summarize(frame).to_csv(folder / "summary.csv", index=False)
+        print(f"\n{len(frame)} runs in {folder} (tables: {folder / 'results.csv'}, per cell {folder / 'summary.csv'})")
         if frame.r.nunique() > 1 or frame.targets.nunique() > 1:
             print(rank_table(frame).to_string(float_format="%.4f"))
         else:
@@ -68,15 +95,23 @@ class SweepSummary(Callback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", help="a run or sweep directory (searched for metrics.json and failed.json)")
-    parser.add_argument("--out", help="write the table as CSV here")
+    parser.add_argument("--out", help="write the per-run table as CSV here (one row per run)")
+    parser.add_argument("--summary-out", help="write the per-cell table as CSV here")
+    parser.add_argument("--stat", choices=STATS, default="auto",
+                        help="statistic over seeds per cell; auto: the paper's (mean for e2e*, median otherwise)")
     args = parser.parse_args()
     frame, failed = collect(args.folder), failed_report(collect_failed(args.folder))
     if frame.empty:
         raise SystemExit(f"no metrics.json under {args.folder}{failed}")
+    cells = summarize(frame, args.stat)
     if args.out:
         frame.to_csv(args.out, index=False)
+    if args.summary_out:
+        cells.to_csv(args.summary_out, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame[[c for c in COLUMNS if c in frame]].to_string(index=False))
+        print("\nper cell (score: the statistic over seeds of each run's best epoch; std, min, max: its spread):")
+        print(cells[CELL + ["stat", "score", "std", "min", "max", "n"]].to_string(index=False, float_format="%.4f"))
     if failed:
         print(failed)
 

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lora_repro import distributed
 from lora_repro.methods import apply_method, count_head, count_trainable
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
@@ -26,8 +27,10 @@ USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)  # a wrong config o
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build, train and record one run; returns what metrics.json holds."""
-    device = pick_device(cfg.device)
+    """Build, train and record one run; returns what metrics.json holds. Under torchrun / accelerate launch, every
+    rank trains and evaluates, and rank 0 alone writes metrics.json, the adapter and the logs."""
+    device = distributed.setup(pick_device(cfg.device))
+    run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
     torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # the "pre-trained" W0 of a tiny model: same for every seed
     model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
@@ -46,12 +49,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                   "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
                   "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}
-        write_json(run_dir / "metrics.json", record)
-        save_adapter(run_dir / "adapter.safetensors", model, data.extras,
-                     {k: record[k] for k in ("model", "task", "method", "r", "alpha", "targets")})
+        if distributed.is_main():
+            write_json(run_dir / "metrics.json", record)
+            save_adapter(run_dir / "adapter.safetensors", model, data.extras,
+                         {k: record[k] for k in ("model", "task", "method", "r", "alpha", "targets")})
+            logger.artifact(run_dir / "adapter.safetensors", "adapter",
+                            {k: record[k] for k in ("experiment", "model", "task", "method", "r", "alpha", "targets",
+                                                    "seed", "metrics")})
         logger.summary({f"best/{k}": v for k, v in result["metrics"].items()})
     finally:
         logger.close()
+        distributed.teardown()
     return record
 
 
@@ -63,6 +71,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     start = time.perf_counter()
     try:
+        distributed.from_submitit()
         validate(cfg)
         record = run(cfg, run_dir)
     except Exception as err:
@@ -83,6 +92,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     value = record["metrics"][record["main_metric"]]
+    if not distributed.is_main():
+        return value
     print(f"[{record['task']} {record['method']} r={record['r']} seed={record['seed']}] "
           f"{record['main_metric']}={value:.4f} (best epoch {record['best_epoch']}), "
           f"trainable={record['trainable_params']:,} (+head {record['head_params']:,}), "

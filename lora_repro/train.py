@@ -1,20 +1,24 @@
-"""The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 on CUDA, eval every epoch."""
+"""The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 on CUDA, eval every epoch, DDP."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from lora_repro import distributed
 from lora_repro.lora import read_adapter
 from lora_repro.record import save_adapter, write_json
 from lora_repro.tasks import TaskData
@@ -118,13 +122,23 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B). With checkpoint_dir,
     a checkpoint is written there every cfg.checkpoint_every optimizer steps (0: none mid-epoch) and at the end of
     each epoch; resume=True continues from it when one exists, mid-epoch included, with the same data order.
+
+    Under torchrun / accelerate launch (lora_repro.distributed.setup called first), each process trains a DDP copy
+    on every world-th batch of the one-process order, so a step sees the same global batch whatever the world size;
+    only rank 0 writes checkpoints, and every rank evaluates the full eval set on its own (identical) model.
     """
     model.to(device).train()
+    world, rank = distributed.world_size(), distributed.rank()
     order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
-    loader = DataLoader(data.train, batch_size=int(cfg.batch_size), shuffle=True, collate_fn=data.collate,
-                        generator=order, drop_last=False)
-    accum = int(cfg.grad_accum)
-    steps_per_epoch = max(1, len(loader) // accum)
+    batches = BatchSampler(RandomSampler(data.train, generator=order), int(cfg.batch_size), drop_last=False)
+    # generator=order too: the loader draws its worker base seed from it, as DataLoader(shuffle=True) does
+    loader = DataLoader(data.train, batch_sampler=distributed.ShardedBatches(batches, rank, world),
+                        collate_fn=data.collate, generator=order)
+    accum = distributed.grad_accum(cfg, world)
+    steps_per_epoch = max(1, len(batches) // (accum * world))
+    batches_per_epoch = steps_per_epoch * accum  # on each rank; a partial global batch at the end is not trained
+    wrapped = model if world == 1 else \
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * int(cfg.epochs)
     warmup = int(cfg.warmup_steps) if cfg.get("warmup_steps") else int(float(cfg.warmup_ratio) * total)
     optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
@@ -138,8 +152,22 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         first, skip = state["epoch"], state["batches_done"]  # skip = 0: that epoch is finished
         if not skip:
             first += 1
+        if state.get("world", 1) != world:
+            raise ValueError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
+                             f"processes, this run has {world}; resume with the same number of processes")
     every = int(cfg.get("checkpoint_every", 0))
-    bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0,
+               disable=not distributed.is_main())
+    running, last_log = torch.zeros((), device=device), step  # summed loss since the last log: no sync per step
+
+    def mean_loss() -> float:
+        """Mean loss per step since the last log, over all ranks; NaN or inf stops the run (one sync per call)."""
+        value = distributed.all_sum(running).item() / max((step - last_log) * world, 1)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"training loss is {value} at step {step} (epoch {epoch}; the mean since step "
+                                f"{last_log}, checked every train.log_every={cfg.log_every} steps); "
+                                f"lower train.lr={cfg.lr} or check the data")
+        return value
     for epoch in range(first, int(cfg.epochs)):
         start = time.perf_counter()
         epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
@@ -148,12 +176,12 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             if epoch == first and i < skip:  # resumed mid-epoch: these batches were trained before the kill
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = (data.loss(model, batch) if data.loss else model(**batch).loss) / accum
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"training loss is {loss.item() * accum} at step {step + 1} (epoch {epoch}, "
-                                    f"batch {i}); lower train.lr={cfg.lr} or check the data")
-            loss.backward()
+            # DDP: all-reduce the gradients only on the last micro-batch of a step
+            with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) / accum
+                loss.backward()
+            running += loss.detach().float()
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if (i + 1) % accum:
                 continue
@@ -166,28 +194,36 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             bar.update()
             if step % int(cfg.log_every) == 0 or step == total:
                 elapsed = train_time + time.perf_counter() - start
-                record = {"step": step, "epoch": epoch, "loss": loss.item() * accum, "lr": scheduler.get_last_lr()[0],
-                          "tokens_per_s": tokens / max(elapsed, 1e-9)}
+                # tokens: this rank's count x world (exact for fixed-length batches, close for padded text)
+                record = {"step": step, "epoch": epoch, "loss": mean_loss(), "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_s": tokens * world / max(elapsed, 1e-9)}
+                running.zero_()
+                last_log = step
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 log(record)
-            if checkpoint_dir and every and step % every == 0 and i + 1 < len(loader):
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, epoch_order,
-                                {"epoch": epoch, "batches_done": i + 1, "step": step, "tokens": tokens,
-                                 "train_time": train_time + time.perf_counter() - start, "history": history,
-                                 "best": best})
-            if step >= total:
+            if checkpoint_dir and every and step % every == 0 and i + 1 < batches_per_epoch:
+                mean_loss()  # never checkpoint weights a NaN step has touched
+                if distributed.is_main():
+                    save_checkpoint(checkpoint_dir, model, optimizer, scheduler, epoch_order,
+                                    {"epoch": epoch, "batches_done": i + 1, "step": step, "tokens": tokens,
+                                     "train_time": train_time + time.perf_counter() - start, "history": history,
+                                     "best": best, "world": world})
+            if step >= total or i + 1 == batches_per_epoch:  # every rank runs the same number of micro-batches
                 break
         train_time += time.perf_counter() - start
-        metrics = evaluate(model, data, cfg, device, checkpoint_dir, f"epoch{epoch}")
+        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint
+        out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
+        metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
         history.append({"epoch": epoch, "step": step, **metrics})
         log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
             best = {"epoch": epoch, "metrics": metrics}  # the paper reports the best epoch (App. D)
-        if checkpoint_dir:
+        if checkpoint_dir and distributed.is_main():
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order.get_state(),
                             {"epoch": epoch, "batches_done": 0, "step": step, "tokens": tokens, "train_time": train_time,
-                             "history": history, "best": best})
+                             "history": history, "best": best, "world": world})
     bar.close()
-    return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens / max(train_time, 1e-9),
-            "peak_mem_mb": peak_memory_mb(device), "metrics": best["metrics"], "best_epoch": best["epoch"],
-            "final_metrics": history[-1], "history": history}
+    return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens * world / max(train_time, 1e-9),
+            "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
+            "global_batch_size": int(cfg.batch_size) * accum * world, "metrics": best["metrics"],
+            "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from lora_repro import lora, methods, targets, tasks
+from lora_repro import distributed, lora, methods, targets, tasks
 from lora_repro.models import check_model_dir, local_config
 
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Raise ValueError / FileNotFoundError on the first wrong field; the checks are the ones deeper code runs."""
     tasks.check_name(cfg.task)
+    distributed.grad_accum(cfg.train, distributed.world_size())  # global_batch_size divisible by batch x world
     if cfg.task.name == "glue":
         from lora_repro.tasks import glue
         spec = glue.subset(cfg.task)

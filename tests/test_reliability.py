@@ -38,7 +38,7 @@ def cli(*args, env=None):
     (["method.alpha=0"], r"method.alpha=0 .*valid choices: a number > 0"),
     (["method.dropout=1.0"], r"method.dropout=1.0 .*valid choices: a number in \[0, 1\)"),
     (["method.init=xavier"], r"method.init='xavier' .*valid choices: \['kaiming', 'gaussian'\]"),
-    (["task.name=squad"], r"task.name='squad' .*valid choices: \['glue', 'synthetic'\]"),
+    (["task.name=squad"], r"task.name='squad' .*valid choices: \['glue', 'synthetic', 'e2e'\]"),
     (["task=glue/sst2", "task.subset=sst3"], r"task.subset='sst3' .*valid choices: \['cola', 'sst2', 'mrpc'"),
 ])
 def test_bad_field_names_the_field_and_its_valid_choices(overrides, message):

@@ -1,0 +1,151 @@
+"""REPRODUCTION.md's tables, rendered from the committed CSVs so that the report cannot drift from its data.
+
+    python analysis/report.py            # exit 1 and show the difference when a table is out of date
+    python analysis/report.py --write    # rewrite every table of REPRODUCTION.md from the CSVs
+
+Each table sits in REPRODUCTION.md between `<!-- table:NAME -->` and `<!-- /table -->`. The CSVs:
+results/repro/runs.csv (one row per run, `python -m lora_repro.results results/repro --out ...`) and the read-off
+CSVs that `python analysis/make_figures.py results/repro` writes under results/repro/figures/.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from lora_repro.analysis.tables import paper_numbers
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "REPRODUCTION.md"
+RESULTS = ROOT / "results" / "repro"
+BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table, every cell as already formatted text."""
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def spread(scores: pd.Series) -> str:
+    """The paper's GLUE statistic: median over seeds, with min-max and the seed count."""
+    if len(scores) == 1:
+        return f"{scores.iloc[0]:.4f} (1 seed)"
+    return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}] (n={len(scores)})"
+
+
+def runs(experiment: str) -> pd.DataFrame:
+    frame = pd.read_csv(RESULTS / "runs.csv")
+    return frame[frame.experiment == experiment]
+
+
+def methods() -> str:
+    """Table 2 analogue: every method's median accuracy with its spread and trainable parameters, beside the paper."""
+    frame = runs("repro_methods")
+    paper = paper_numbers()
+    paper = paper[(paper.table == "2") & (paper.task == "glue/sst2")]
+    rows = []
+    for method, group in sorted(frame.groupby("method"), key=lambda kv: kv[1].trainable_params.iloc[0]):
+        cited = paper[paper.method == method]
+        rows.append({"method": method, "trainable params (ours)": f"{int(group.trainable_params.iloc[0]):,}",
+                     "SST-2 dev accuracy, ours": spread(group.score),
+                     "paper (SST-2)": "; ".join(f"{r.value:.3f} ({r.model}, {r.params})" for r in cited.itertuples())
+                     or "-"})
+    return markdown(pd.DataFrame(rows))
+
+
+def grid(experiment: str, index: str, columns: str) -> str:
+    """A (index x columns) table of median scores, one cell per setting."""
+    frame = runs(experiment).copy()
+    table = frame.pivot_table(index=index, columns=columns, values="score", aggfunc="median", sort=False)
+    table = table.map(lambda v: "-" if pd.isna(v) else f"{v:.4f}")
+    table.insert(0, index, table.index.astype(str))
+    return markdown(table.reset_index(drop=True))
+
+
+def rank() -> str:
+    """Table 6 analogue: rows r, columns the adapted weights."""
+    return grid("repro_rank_ablation", "r", "targets")
+
+
+def weight_type() -> str:
+    """Table 5 analogue: one row per adapted-weight set at the fixed budget."""
+    frame = runs("repro_weight_type_ablation")
+    rows = [{"adapted weights": t, "r": int(r.r), "trainable params": f"{int(r.trainable_params):,}",
+             "SST-2 dev accuracy": f"{r.score:.4f}"} for t, r in ((r.targets, r) for r in frame.itertuples())]
+    return markdown(pd.DataFrame(rows))
+
+
+def subspace() -> str:
+    """Figures 3 and 4 read off: phi(1, 1) and the top-k block."""
+    frames = [pd.read_csv(RESULTS / "figures" / f"{name}.csv").assign(figure=fig)
+              for name, fig in (("fig3_subspace_ranks", "Fig. 3"), ("fig4_subspace_seeds", "Fig. 4"))]
+    frame = pd.concat(frames)
+    rows = [{"figure": r.figure, "panel": r.panel, "φ(1,1)": f"{r.phi_1_1:.3f}",
+             "φ(k,k), k": f"{r.phi_k_k:.3f}, {r.k}", "mean φ over i,j ≤ k": f"{r.block_mean:.3f}"}
+            for r in frame.itertuples()]
+    return markdown(pd.DataFrame(rows))
+
+
+def amplification() -> str:
+    """Table 7 analogue, as make_figures writes it."""
+    frame = pd.read_csv(RESULTS / "figures" / "table7_amplification.csv")
+    numbers = [c for c in frame.columns if c not in ("r", "seed", "target", "layer", "run_dir")]
+    frame = frame[["r", "seed", *numbers]].copy()
+    for c in numbers:
+        frame[c] = frame[c].map(lambda v: f"{v:.3f}")
+    return markdown(frame)
+
+
+def e2e() -> str:
+    """Table 3 analogue: the five metrics, mean over seeds (the paper's E2E statistic), with the seeds' std."""
+    frame = runs("repro_e2e")
+    rows = []
+    for method, group in sorted(frame.groupby("method"), key=lambda kv: kv[1].trainable_params.iloc[0]):
+        row = {"method": method, "trainable params": f"{int(group.trainable_params.iloc[0]):,}", "seeds": len(group)}
+        for m in ("bleu", "nist", "meteor", "rouge_l", "cider"):
+            values = group[f"metric.{m}"]
+            row[m] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.iloc[0]:.4f}"
+        rows.append(row)
+    return markdown(pd.DataFrame(rows))
+
+
+TABLES = {"methods": methods, "rank": rank, "weight_type": weight_type, "subspace": subspace,
+          "amplification": amplification, "e2e": e2e}
+
+
+def render(text: str) -> str:
+    """The report with every table block re-rendered from the CSVs; an unknown block name is an error."""
+    def one(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in TABLES:
+            raise ValueError(f"REPRODUCTION.md: table:{name} is not a table; valid choices: {list(TABLES)}")
+        return match.group(1) + TABLES[name]() + match.group(4)
+    return BLOCK.sub(one, text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite the tables in REPRODUCTION.md")
+    args = parser.parse_args()
+    text = REPORT.read_text()
+    fresh = render(text)
+    if args.write:
+        REPORT.write_text(fresh)
+        print(f"wrote {len(BLOCK.findall(fresh))} tables into {REPORT}")
+    elif fresh != text:
+        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True), "REPRODUCTION.md",
+                                                   "from the CSVs"))
+        sys.exit(1)
+    else:
+        print(f"{REPORT.name}: every table matches the CSVs")
+
+
+if __name__ == "__main__":
+    main()
