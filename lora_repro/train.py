@@ -212,12 +212,13 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                 break
         train_time += time.perf_counter() - start
         mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint
-        out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
-        metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
-        history.append({"epoch": epoch, "step": step, **metrics})
-        log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
-        if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
-            best = {"epoch": epoch, "metrics": metrics}  # the paper reports the best epoch (App. D)
+        if cfg.get("eval_each_epoch", True) or epoch == int(cfg.epochs) - 1:
+            out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
+            metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
+            history.append({"epoch": epoch, "step": step, **metrics})
+            log({"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+            if best is None or metrics[data.main_metric] > best["metrics"][data.main_metric]:
+                best = {"epoch": epoch, "metrics": metrics}  # GLUE: the paper reports the best epoch (App. D)
         if checkpoint_dir and distributed.is_main():
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order.get_state(),
                             {"epoch": epoch, "batches_done": 0, "step": step, "tokens": tokens, "train_time": train_time,

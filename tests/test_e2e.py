@@ -106,7 +106,9 @@ def test_lora_on_gpt2_trains_decodes_and_scores_all_five_metrics(tmp_path):
     record = json.loads((tmp_path / "run/metrics.json").read_text())
     assert record["trainable_params"] == 2 * 2 * (2 * 4 * 64)  # q and v slices of c_attn, 2 layers, A + B at r=4
     assert set(record["metrics"]) >= {"bleu", "nist", "meteor", "rouge_l", "cider"}
-    assert record["main_metric"] == "bleu" and len(record["history"]) == 2
+    # the test set is decoded once, after the last epoch: no epoch is picked on it
+    assert record["main_metric"] == "bleu" and [h["epoch"] for h in record["history"]] == [1]
+    assert record["best_epoch"] == 1 and not (tmp_path / "run/e2e_pred_epoch0.txt").exists()
     refs = (tmp_path / "run/e2e_ref.txt").read_text().strip().split("\n\n")
     assert [group.split("\n") for group in refs] == REFS
     assert len((tmp_path / "run/e2e_pred_epoch1.txt").read_text().splitlines()) == len(MRS)
