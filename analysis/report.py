@@ -45,6 +45,11 @@ def runs(experiment: str) -> pd.DataFrame:
     return frame[frame.experiment == experiment]
 
 
+def dagger(note) -> str:
+    """Table 2 marks with a dagger the rows run in Houlsby et al.'s restricted setup (seq 128, fixed batch)."""
+    return " †" if "restricted" in str(note) else ""
+
+
 def methods() -> str:
     """Table 2 analogue: every method's median accuracy with its spread and trainable parameters, beside the paper."""
     frame = runs("repro_methods")
@@ -55,8 +60,8 @@ def methods() -> str:
         cited = paper[paper.method == method]
         rows.append({"method": method, "trainable params (ours)": f"{int(group.trainable_params.iloc[0]):,}",
                      "SST-2 dev accuracy, ours": spread(group.score),
-                     "paper (SST-2)": "; ".join(f"{r.value:.3f} ({r.model}, {r.params})" for r in cited.itertuples())
-                     or "-"})
+                     "paper (SST-2)": "; ".join(f"{r.value:.3f} ({r.model}, {r.params}{dagger(r.note)})"
+                                                for r in cited.itertuples()) or "-"})
     return markdown(pd.DataFrame(rows))
 
 

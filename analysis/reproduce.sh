@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# REPRODUCTION.md from scratch, offline, on CPU: every run, then the CSVs, figures and tables it cites.
+#   bash analysis/reproduce.sh glue     # claims 1-4: MiniLM + SST-2 (41 runs, about 80 minutes on 2 cores)
+#   bash analysis/reproduce.sh e2e      # claim 5: pretrain the small GPT-2, then 9 E2E runs (about 45 minutes)
+#   bash analysis/reproduce.sh report   # results/repro/: runs.csv, figures/, and the tables of REPRODUCTION.md
+#   bash analysis/reproduce.sh all      # the three in order
+# Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
+# what the report cites (metrics.json, the Hydra config, the subspace runs' adapters, the E2E outputs) into
+# results/repro/ and leaves checkpoints and full-model weights behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:?usage: bash analysis/reproduce.sh glue|e2e|report|all}
+
+glue() {
+  for experiment in repro_subspace repro_methods repro_rank_ablation repro_weight_type_ablation; do
+    python -m lora_repro.run +experiment=$experiment hydra.sweep.dir=outputs/repro/$experiment
+  done
+}
+
+e2e() {
+  python -m lora_repro.pretrain lm=cpu
+  python -m lora_repro.run +experiment=repro_e2e hydra.sweep.dir=outputs/repro/repro_e2e
+}
+
+report() {
+  rm -rf results/repro/runs
+  (cd outputs/repro && find . \( -name metrics.json -o -path '*/.hydra/config.yaml' -o -path '*/.hydra/overrides.yaml' \
+      -o -path './repro_subspace/*/adapter.safetensors' -o -name 'e2e_*.txt' \) -print0 |
+    xargs -0 -I{} install -D -m 644 {} ../../results/repro/runs/{})
+  cp outputs/pretrained/gpt2-mini-cpu/pretrain.json results/repro/pretrain.json
+  python -m lora_repro.results results/repro/runs --out results/repro/runs.csv --summary-out results/repro/summary.csv
+  python analysis/make_figures.py results/repro/runs --out results/repro/figures
+  python analysis/report.py --write
+}
+
+case $stage in
+  glue | e2e | report) $stage ;;
+  all) glue && e2e && report ;;
+  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report all" >&2; exit 1 ;;
+esac
