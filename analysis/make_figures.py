@@ -152,7 +152,7 @@ def heatmaps(panels: list[tuple[str, torch.Tensor]], title: str) -> plt.Figure:
         ax.set_xlabel("j")
         ax.set_ylabel("i")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="φ(i, j)")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)  # above the panels' own titles
     return fig
 
 

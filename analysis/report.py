@@ -68,9 +68,9 @@ def methods() -> str:
 def grid(experiment: str, index: str, columns: str) -> str:
     """A (index x columns) table of median scores, one cell per setting."""
     frame = runs(experiment).copy()
-    table = frame.pivot_table(index=index, columns=columns, values="score", aggfunc="median", sort=False)
+    table = frame.pivot_table(index=index, columns=columns, values="score", aggfunc="median", sort=False).sort_index()
     table = table.map(lambda v: "-" if pd.isna(v) else f"{v:.4f}")
-    table.insert(0, index, table.index.astype(str))
+    table.insert(0, index, [f"{v:g}" for v in table.index])  # r = 1, 2, 4, 8, 64 (not 1.0)
     return markdown(table.reset_index(drop=True))
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # REPRODUCTION.md from scratch, offline, on CPU: every run, then the CSVs, figures and tables it cites.
-#   bash analysis/reproduce.sh glue     # claims 1-4: MiniLM + SST-2 (41 runs, about 80 minutes on 2 cores)
-#   bash analysis/reproduce.sh e2e      # claim 5: pretrain the small GPT-2, then 9 E2E runs (about 45 minutes)
+#   bash analysis/reproduce.sh glue     # claims 1-4: MiniLM + SST-2, 41 runs of about 3.5 minutes on one core
+#   bash analysis/reproduce.sh e2e      # claim 5: pretrain the small GPT-2 (20 minutes), then 6 E2E runs (7 each)
 #   bash analysis/reproduce.sh report   # results/repro/: runs.csv, figures/, and the tables of REPRODUCTION.md
 #   bash analysis/reproduce.sh all      # the three in order
+# On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1 (about 2.5 hours), then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
 # what the report cites (metrics.json, the Hydra config, the subspace runs' adapters, the E2E outputs) into
 # results/repro/ and leaves checkpoints and full-model weights behind.
