@@ -4,9 +4,9 @@
 #   bash analysis/reproduce.sh e2e      # claim 5: pretrain the small GPT-2 (20 minutes), then 6 E2E runs (7 each)
 #   bash analysis/reproduce.sh report   # results/repro/: runs.csv, figures/, and the tables of REPRODUCTION.md
 #   bash analysis/reproduce.sh all      # the three in order
-# On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1 (about 2.5 hours), then `report`.
+# On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1 (estimated 2.5 hours), then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
-# what the report cites (metrics.json, the Hydra config, the subspace runs' adapters, the E2E outputs) into
+# what the report cites (metrics.json, the Hydra config, the subspace runs' layer-0 adapters, the E2E outputs) into
 # results/repro/ and leaves checkpoints and full-model weights behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,21 @@ report() {
   (cd outputs/repro && find . \( -name metrics.json -o -path '*/.hydra/config.yaml' -o -path '*/.hydra/overrides.yaml' \
       -o -path './repro_subspace/*/adapter.safetensors' -o -name 'e2e_*.txt' \) -print0 |
     xargs -0 -I{} install -D -m 644 {} ../../results/repro/runs/{})
+  # the subspace adapters keep the layer make_figures.py analyses (LAYER) and the head: 0.4 MB instead of 2.4 MB at r=64
+  python - <<'PY'
+import re, sys
+from pathlib import Path
+from safetensors import safe_open
+from safetensors.torch import save_file
+sys.path.insert(0, "analysis")
+from make_figures import LAYER
+other_layer = re.compile(rf"\.(layer|layers|h)\.(?!{LAYER}\.)\d+\.")
+for path in Path("results/repro/runs/repro_subspace").glob("*/adapter.safetensors"):
+    with safe_open(str(path), framework="pt") as f:
+        kept = {k: f.get_tensor(k) for k in f.keys() if not other_layer.search(k)}
+        metadata = f.metadata()
+    save_file(kept, str(path), metadata=metadata)
+PY
   cp outputs/pretrained/gpt2-mini-cpu/pretrain.json results/repro/pretrain.json
   python -m lora_repro.results results/repro/runs --out results/repro/runs.csv --summary-out results/repro/summary.csv
   python analysis/make_figures.py results/repro/runs --out results/repro/figures
