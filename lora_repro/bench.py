@@ -13,7 +13,11 @@ round-robin (every round runs every variant once, rotating the order), so machin
                     6rd per block where ours has 8rd. On BERT/RoBERTa the two are the same function.
 Step time is the median over the timed rounds, after warm-up rounds; tokens/s = batch * seq / step time. Ratios
 (ours/PEFT, ours/floor, merged/base) are the median over rounds of the ratio within a round: two variants timed in the
-same round share its noise. Times are wall clock (synchronized) on CUDA and process CPU time on CPU: on a shared
+same round share its noise; `*_ci` is a 95% confidence interval for that median (order statistics, no assumption on
+the noise's distribution), so "at parity" can be told from "slower". `gflop` is the work of one forward + backward,
+counted by torch.utils.flop_counter (matrix products only), and `flops_*` its ratios: what a time ratio should be if
+every kernel ran equally fast (below 1 against the floor at small r: a LoRA model's backward stops at the first
+adapted layer, the floor's goes on to the input embeddings). Times are wall clock (synchronized) on CUDA and process CPU time on CPU: on a shared
 machine, wall time also counts the time other processes held the core.
 
 Memory. On CUDA: peak allocated during a step minus what was allocated before it, plus the optimizer state
@@ -47,6 +51,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
 
 from lora_repro.lora import apply_lora, lora_layers, merge_lora
@@ -224,6 +229,21 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+def median_ci(xs: list[float], level: float = 0.95) -> list[float]:
+    """[x_(j), x_(n+1-j)], the narrowest order-statistic interval that covers the median with probability >= level
+    (the sign test's: P(Binomial(n, 1/2) <= j - 1) <= (1 - level) / 2); the whole range when n is too small for it."""
+    xs, n = sorted(xs), len(xs)
+    j, tail = 1, 0.5 ** n  # tail = P(Binomial(n, 1/2) <= j - 1)
+    while j < n and 2 * (tail + math.comb(n, j) * 0.5 ** n) <= 1 - level:
+        tail += math.comb(n, j) * 0.5 ** n
+        j += 1
+    return [xs[j - 1], xs[n - j]] if 2 * tail <= 1 - level else [xs[0], xs[-1]]
+
+
+def paired_ci(a: list[float], b: list[float]) -> list[float]:
+    return median_ci([x / y for x, y in zip(a, b)])
+
+
 def nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -262,6 +282,14 @@ def step_memory(v: Variant, batch: dict) -> dict:
     return row
 
 
+def step_gflop(v: Variant, batch: dict) -> float:
+    """GFLOP of one forward + backward (matrix products, as torch.utils.flop_counter counts them); no update."""
+    with FlopCounterMode(display=False) as counter:
+        forward_loss(v, batch).backward()
+    v.model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
 def latency_ratio(preset: dict, device: torch.device, trials: int) -> dict:
     """Quick check on the train shape: forward latency of LoRA (q, v, r = 8) merged over the base model's."""
     base = build_model(preset).to(device).eval()
@@ -291,20 +319,26 @@ def run_train(preset_name: str, device: torch.device, steps: int | None = None, 
     for v in variants:
         med = statistics.median(times[v.name])
         rows[v.name] = dict(step_ms=1e3 * med, step_ms_iqr=1e3 * iqr(times[v.name]), tokens_per_s=tokens / med,
-                            trainable_params=v.trainable(), targets=v.targets, r=v.r, **step_memory(v, batch))
+                            trainable_params=v.trainable(), targets=v.targets, r=v.r, gflop=step_gflop(v, batch),
+                            **step_memory(v, batch))
     mem_key = "peak_mem_mb" if device.type == "cuda" else "train_state_mb"
     by_setting = {}
     for t in TARGETS:
         for r in preset["ranks"]:
-            ours = rows[f"ours-{t}-r{r}"]
-            entry = {"ours_over_floor": paired_ratio(times[f"ours-{t}-r{r}"], times["floor"])}
+            name, ours = f"ours-{t}-r{r}", rows[f"ours-{t}-r{r}"]
+            entry = {"ours_over_floor": paired_ratio(times[name], times["floor"]),
+                     "ours_over_floor_ci": paired_ci(times[name], times["floor"]),
+                     "flops_ours_over_floor": ours["gflop"] / rows["floor"]["gflop"]}
             if f"peft-{t}-r{r}" in rows:
                 peft = rows[f"peft-{t}-r{r}"]
-                entry["ours_over_peft"] = paired_ratio(times[f"ours-{t}-r{r}"], times[f"peft-{t}-r{r}"])
+                entry["ours_over_peft"] = paired_ratio(times[name], times[f"peft-{t}-r{r}"])
+                entry["ours_over_peft_ci"] = paired_ci(times[name], times[f"peft-{t}-r{r}"])
+                entry["flops_ours_over_peft"] = ours["gflop"] / peft["gflop"]
                 entry["ours_over_peft_mem"] = ours[mem_key] / peft[mem_key]
             by_setting[f"{t}-r{r}"] = entry
     lat = latency_ratio(preset, device, preset["latency_trials"])
-    ratios = {key: max(e[key] for e in by_setting.values()) for key in next(iter(by_setting.values()))}
+    ratios = {key: max(e[key] for e in by_setting.values()) for key in ("ours_over_peft", "ours_over_floor",
+                                                                       "ours_over_peft_mem") if all(key in e for e in by_setting.values())}
     ratios["merged_over_base_latency"] = lat["merged_over_base"]
     return dict(command="train", preset=preset_name, arch=preset["arch"], shape=preset["config"],
                 batch=preset["batch"], seq=preset["seq"], warmup=warmup, steps=steps, memory=mem_key,
@@ -390,12 +424,17 @@ def print_train(result: dict) -> None:
           f"{result['steps']} timed rounds, LoRA {result['lora_path']} path, {result['timing'].split('; ')[-1]}) on {result['machine']['device']} / {result['machine']['cpu']}, "
           f"{result['machine']['threads']} thread(s), torch {result['machine']['torch']}")
     mem = result["memory"]
-    print(f"{'variant':<16}{'step ms':>10}{'iqr':>8}{'tok/s':>10}{mem:>16}{'trainable':>12}")
+    print(f"{'variant':<16}{'step ms':>10}{'iqr':>8}{'tok/s':>10}{'GFLOP':>9}{mem:>16}{'trainable':>12}")
     for name, row in result["variants"].items():
         print(f"{name:<16}{row['step_ms']:>10.1f}{row['step_ms_iqr']:>8.1f}{row['tokens_per_s']:>10.0f}"
-              f"{row[mem]:>16.1f}{row['trainable_params']:>12,}")
-    for setting, entry in result["ratios_by_setting"].items():
-        print(f"  {setting:<10}" + "  ".join(f"{k} {v:.3f}" for k, v in entry.items()))
+              f"{row['gflop']:>9.2f}{row[mem]:>16.1f}{row['trainable_params']:>12,}")
+    print("ratios by setting: time (median of per-round ratios) [95% CI]; FLOPs; memory")
+    for setting, e in result["ratios_by_setting"].items():
+        print(f"  {setting:<9} ours/floor {e['ours_over_floor']:.3f} [{e['ours_over_floor_ci'][0]:.3f}, "
+              f"{e['ours_over_floor_ci'][1]:.3f}] flops {e['flops_ours_over_floor']:.3f}" +
+              (f"   ours/PEFT {e['ours_over_peft']:.3f} [{e['ours_over_peft_ci'][0]:.3f}, "
+               f"{e['ours_over_peft_ci'][1]:.3f}] flops {e['flops_ours_over_peft']:.3f} "
+               f"memory {e['ours_over_peft_mem']:.3f}" if "ours_over_peft" in e else ""))
     print("ratios (" + result["ratios_note"] + "): " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()))
 
 

@@ -67,9 +67,10 @@ class LoRALinear(nn.Module):
         self.register_buffer("slice_index", torch.tensor(self.slices, device=self.weight.device), persistent=False)
         self.merged = False
 
-    # Speed switch: True runs the update as one autograd Function (_LoRAUpdate: GEMMs accumulate into the base
-    # output's slices in place, no elementwise passes over it, backward computes only what is needed); False runs
-    # reference_update, the same math in plain autograd ops. Same outputs and gradients (tests/test_bench.py).
+    # Speed switch. True: a whole layer adds its update with one accumulating GEMM, torch.addmm(out, x A^T, B^T), so
+    # no elementwise pass over out and no Python in backward; a fused layer's slices go through _LoRAUpdate (GEMMs that
+    # accumulate into the slices in place). False: reference_update, the same math in plain autograd ops. Same outputs
+    # and gradients (tests/test_bench.py).
     fast: bool = True
 
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +81,14 @@ class LoRALinear(nn.Module):
             return self.base_forward(x)
         if not self.fast:
             return self.reference_update(self.base_forward(x), x)
+        x2 = x.reshape(-1, self.d_in)
         # (tokens, d_out) from a 2-D base GEMM is a fresh tensor, not a view, so updating it in place costs autograd
         # no copy-slices bookkeeping (a zero fill and copies of the whole gradient in backward)
-        out = self.base_forward(x.reshape(-1, self.d_in))
-        out = _LoRAUpdate.apply(out, self.dropout(x).reshape(-1, self.d_in), self.lora_A, self.lora_B, self.slices,
-                                self.scaling)
+        out = self.base_forward(x2)
+        if self.n_slices == 1:  # out + scaling * (x A^T) B^T, the GEMM accumulating into out; backward all in C++
+            out = torch.addmm(out, F.linear(self.dropout(x2), self.lora_A), self.lora_B.T, alpha=self.scaling)
+        else:
+            out = _LoRAUpdate.apply(out, self.dropout(x2), self.lora_A, self.lora_B, self.slices, self.scaling)
         return out.view(*x.shape[:-1], self.d_out)
 
     def reference_update(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,21 @@ def test_fast_path_matches_reference_outputs_and_gradients(slices, n_slices, con
     assert res[True][3].abs().sum() > 0 and res[True][2].abs().sum() > 0
 
 
+def test_fast_path_of_a_whole_layer_is_one_accumulating_gemm_with_no_python_in_backward():
+    layer = LoRALinear(torch.nn.Linear(16, 8), r=4, alpha=8)
+    out = layer(torch.randn(2, 5, 16))
+    assert out.grad_fn.next_functions[0][0].name() == "AddmmBackward0"
+    fused = LoRALinear(Conv1D(3 * 8, 16), r=4, alpha=8, slices=(0, 2), n_slices=3)
+    assert fused(torch.randn(2, 5, 16)).grad_fn.next_functions[0][0].name() == "_LoRAUpdateBackward"
+
+
+def test_median_ci_is_the_sign_test_interval():
+    xs = [float(i) for i in range(1, 31)]
+    assert bench.median_ci(xs) == [10.0, 21.0]  # n = 30: the 10th and 21st order statistics (sign-test tables)
+    assert bench.median_ci(list(reversed(xs))) == [10.0, 21.0]
+    assert bench.median_ci([1.0, 2.0, 3.0]) == [1.0, 3.0]  # too few rounds for 95%: the whole range
+
+
 def test_fast_path_matches_reference_through_a_whole_model():
     model = apply_lora(tiny("gpt2", causal=True), targets=["q", "v", "o"], r=4, alpha=8)
     for layer in lora_layers(model):
@@ -93,6 +108,11 @@ def test_train_command_writes_json_with_the_ratios(tmp_path, preset):
     finite_positive_ratios(result)
     assert {"full", "floor", "ours-qv-r2", "peft-qkvo-r4"} <= result["variants"].keys()
     assert result["machine"]["torch"] == torch.__version__
+    for setting in result["ratios_by_setting"].values():
+        low, high = setting["ours_over_peft_ci"]
+        assert low <= setting["ours_over_peft"] <= high
+    if preset == "tiny":  # BERT: ours and PEFT are the same function, so the same matrix products
+        assert all(s["flops_ours_over_peft"] == 1.0 for s in result["ratios_by_setting"].values())
     rows = result["variants"]
     assert rows["floor"]["grads_mb"] == 0 and rows["floor"]["optimizer_state_mb"] == 0
     assert rows["full"]["train_state_mb"] > rows["ours-qv-r2"]["train_state_mb"]
