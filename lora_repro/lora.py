@@ -86,7 +86,8 @@ class LoRALinear(nn.Module):
         # no copy-slices bookkeeping (a zero fill and copies of the whole gradient in backward)
         out = self.base_forward(x2)
         if self.n_slices == 1:  # out + scaling * (x A^T) B^T, the GEMM accumulating into out; backward all in C++
-            out = torch.addmm(out, F.linear(self.dropout(x2), self.lora_A), self.lora_B.T, alpha=self.scaling)
+            A, B = self.lora_A.to(out.dtype), self.lora_B.to(out.dtype)  # no-ops unless A, B are kept in fp32
+            out = torch.addmm(out, F.linear(self.dropout(x2).to(out.dtype), A), B.T, alpha=self.scaling)
         else:
             out = _LoRAUpdate.apply(out, self.dropout(x2), self.lora_A, self.lora_B, self.slices, self.scaling)
         return out.view(*x.shape[:-1], self.d_out)

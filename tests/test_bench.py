@@ -196,3 +196,18 @@ def test_fast_path_under_bf16_autocast_keeps_the_reference_dtypes(slices, n_slic
         assert fast.dtype == ref.dtype
         assert (fast.float() - ref.float()).norm() <= 0.02 * ref.float().norm()  # bf16 rounding, in another order
     assert res[True][0].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("slices, n_slices", [((0,), 1), ((0, 2), 3)])
+def test_fast_path_runs_a_bf16_base_with_fp32_lora_weights(slices, n_slices):
+    """A bf16 model with A and B kept in fp32 (as PEFT keeps adapters): bf16 output, fp32 gradients, the fp32 result."""
+    torch.manual_seed(0)
+    layer = LoRALinear(Conv1D(3 * 16, 32), r=4, alpha=8, slices=slices, n_slices=n_slices)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    ref = layer(torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1)))
+    layer.weight.data, layer.bias.data = layer.weight.data.bfloat16(), layer.bias.data.bfloat16()
+    out = layer(torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1)).bfloat16())
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and layer.lora_A.grad.dtype == layer.lora_B.grad.dtype == torch.float32
+    assert (out.float() - ref).norm() <= 0.02 * ref.norm()
