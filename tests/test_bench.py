@@ -175,13 +175,19 @@ def test_missing_peft_is_a_clear_error(monkeypatch):
         bench.require_peft()
 
 
-@pytest.mark.parametrize("slices, n_slices", [((0,), 1), ((0, 2), 3)])
-def test_fast_path_under_bf16_autocast_keeps_the_reference_dtypes(slices, n_slices):
-    """Under autocast the GEMMs run in bf16 (no fp32 upcast); gradients come back in each parameter's dtype."""
+def conv1d_lora(slices, n_slices) -> LoRALinear:
+    """A GPT-2-style Conv1D (32 -> 3 x 16) with LoRA on the given slices and a non-zero B (B = 0 hides its path)."""
     torch.manual_seed(0)
     layer = LoRALinear(Conv1D(3 * 16, 32), r=4, alpha=8, slices=slices, n_slices=n_slices)
     with torch.no_grad():
         layer.lora_B.normal_()
+    return layer
+
+
+@pytest.mark.parametrize("slices, n_slices", [((0,), 1), ((0, 2), 3)])
+def test_fast_path_under_bf16_autocast_keeps_the_reference_dtypes(slices, n_slices):
+    """Under autocast the GEMMs run in bf16 (no fp32 upcast); gradients come back in each parameter's dtype."""
+    layer = conv1d_lora(slices, n_slices)
     x = torch.randn(2, 5, 32)
     res = {}
     for fast in (True, False):
@@ -201,10 +207,7 @@ def test_fast_path_under_bf16_autocast_keeps_the_reference_dtypes(slices, n_slic
 @pytest.mark.parametrize("slices, n_slices", [((0,), 1), ((0, 2), 3)])
 def test_fast_path_runs_a_bf16_base_with_fp32_lora_weights(slices, n_slices):
     """A bf16 model with A and B kept in fp32 (as PEFT keeps adapters): bf16 output, fp32 gradients, the fp32 result."""
-    torch.manual_seed(0)
-    layer = LoRALinear(Conv1D(3 * 16, 32), r=4, alpha=8, slices=slices, n_slices=n_slices)
-    with torch.no_grad():
-        layer.lora_B.normal_()
+    layer = conv1d_lora(slices, n_slices)
     ref = layer(torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1)))
     layer.weight.data, layer.bias.data = layer.weight.data.bfloat16(), layer.bias.data.bfloat16()
     out = layer(torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1)).bfloat16())
