@@ -1,22 +1,40 @@
-"""Corpus NIST-5 exactly as mteval-v13a.pl scores it for the E2E NLG Challenge (Doddington, 2002)."""
+"""Corpus NIST-5 of the E2E NLG Challenge scorer, in both of its versions (Doddington, 2002).
+
+`paper` = the scorer's Python port (`measure_scores.py -p`, what the LoRA reference code runs), `challenge` = the Perl
+mteval-v13a-sig.pl; bleu.py says why there are two. They differ in how they weigh n-grams and lengths:
+- paper: information weights from the n-gram counts of all references (an n-gram no reference has weighs 0), each
+  order's information divided by that order's output n-gram count (which short outputs can make negative, as
+  pymteval counts len - n + 1 unclipped), and the length penalty against the sum of each MR's mean reference length;
+- challenge: the same weights (a prefix that is the single token "0" reads as false in Perl and falls back to the
+  word total), n-gram counts clipped at 0, and the length penalty against the total reference length over the mean
+  number of non-empty references per MR.
+"""
 import math
 from collections import Counter
 
 import datasets
 import evaluate
 
-from lora_repro.metrics.bleu import mteval_tokenize, ngrams, pad_references
+from lora_repro.metrics.bleu import check_groups, check_scorer, max_ref_counts, ngrams, tokenize
 
-MAX_N = 5  # NIST-5 (mteval's reported "NIST score")
+MAX_N = 5  # NIST-5
 # Length penalty: a hypothesis 2/3 the average reference length scores half (beta from ratio 1.5 -> 0.5).
 _BETA = -math.log(0.5) / math.log(1.5) ** 2
 
 
-def information_weights(references_words: list[list[str]]) -> dict[tuple, float]:
+def length_penalty(ratio: float) -> float:
+    """exp(-beta log^2(min(ratio, 1))): ratio is output length over the average reference length."""
+    if ratio >= 1:
+        return 1.0
+    if ratio <= 0:
+        return 0.0
+    return math.exp(-_BETA * math.log(ratio) ** 2)
+
+
+def information_weights(references_words: list[list[str]], scorer: str) -> dict[tuple, float]:
     """Info(w1..wn) = log2(count(w1..wn-1) / count(w1..wn)) over all reference segments (Doddington 2002, eq. 2).
 
-    For unigrams the denominator is the total reference word count. A prefix that is the single token "0" is
-    false in Perl, so mteval falls back to the word total for it; kept for parity with the official score.
+    For unigrams the denominator is the total reference word count (the count of the empty prefix).
     """
     counts, total_words = Counter(), 0
     for words in references_words:
@@ -26,54 +44,53 @@ def information_weights(references_words: list[list[str]]) -> dict[tuple, float]
     info = {}
     for gram, count in counts.items():
         prefix = gram[:-1]
-        base = counts[prefix] if prefix and " ".join(prefix) != "0" else total_words
-        info[gram] = -math.log(count / base) / math.log(2)
+        perl_false = scorer == "challenge" and prefix == ("0",)  # `$mgram ? ... : ...` in mteval
+        base = counts[prefix] if prefix and not perl_false else total_words
+        info[gram] = math.log2(base / count)
     return info
 
 
-def length_penalty(ratio: float) -> float:
-    """exp(-beta log^2(min(ratio, 1))): ratio is hypothesis length over the average reference length."""
-    if ratio >= 1:
-        return 1.0
-    if ratio <= 0:
-        return 0.0
-    return math.exp(-_BETA * math.log(ratio) ** 2)
-
-
-def corpus_nist(references: list[list[str]], hypotheses: list[str]) -> float:
-    """Document-level multi-reference NIST-5 of mteval-v13a (information-weighted n-gram matches)."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} reference groups but {len(hypotheses)} hypotheses; need one per MR")
-    padded = [[mteval_tokenize(ref) for ref in group] for group in pad_references(references)]
-    n_refsets = len(padded[0]) if padded else 0
-    info = information_weights([words for group in padded for words in group])
-    matched_info, totals, ref_words = [0.0] * MAX_N, [0] * MAX_N, 0
-    for refs_words, hyp in zip(padded, hypotheses):
-        hyp_words = mteval_tokenize(hyp)
-        ref_words += sum(len(words) for words in refs_words)
+def corpus_nist(references: list[list[str]], hypotheses: list[str], scorer: str = "paper") -> float:
+    """Document-level multi-reference NIST-5 as the E2E scorer computes it with `scorer`."""
+    check_scorer(scorer)
+    check_groups(references, hypotheses)
+    groups = [[tokenize(ref, scorer) for ref in group] for group in references]
+    info = information_weights([words for group in groups for words in group], scorer)
+    matched_info, totals = [0.0] * MAX_N, [0] * MAX_N
+    for refs_words, hyp in zip(groups, hypotheses):
+        hyp_words = tokenize(hyp, scorer)
         for n in range(1, MAX_N + 1):
-            max_ref = Counter()
-            for words in refs_words:
-                max_ref |= ngrams(words, n)
+            max_ref = max_ref_counts(refs_words, n)
             matched_info[n - 1] += sum(info[g] * min(c, max_ref[g]) for g, c in ngrams(hyp_words, n).items()
-                                       if g in max_ref)
-            totals[n - 1] += max(len(hyp_words) - n + 1, 0)
-    if ref_words == 0:
-        return 0.0
-    score = sum(i / max(t, 1) for i, t in zip(matched_info, totals))
-    return score * length_penalty(totals[0] / (ref_words / n_refsets))
+                                       if max_ref[g])
+            count = len(hyp_words) - n + 1
+            totals[n - 1] += count if scorer == "paper" else max(count, 0)
+    if scorer == "paper":
+        # pymteval divides by the order's total as it is (the official raises ZeroDivisionError at 0: counted as 0)
+        score = sum(i / t for i, t in zip(matched_info, totals) if t)
+        reference_length = sum(sum(map(len, group)) / len(group) for group in groups)
+    else:
+        score = sum(i / max(t, 1) for i, t in zip(matched_info, totals))
+        refs_per_mr = sum(sum(1 for words in group if words) for group in groups) / len(groups)
+        words = sum(len(w) for group in groups for w in group)
+        if not words:
+            return 0.0  # the Perl script dies on a division by zero here
+        reference_length = words / refs_per_mr
+    return score * length_penalty(totals[0] / reference_length)
 
 
 class Nist(evaluate.Metric):
-    """evaluate-compatible mteval-v13a NIST; `Nist().compute(predictions=[...], references=[[...], ...])`."""
+    """evaluate-compatible E2E NIST; `Nist(config_name="paper"|"challenge").compute(predictions=, references=)`."""
 
     def _info(self):
         return evaluate.MetricInfo(
-            description="Corpus NIST-5 as the NIST mteval-v13a Perl script computes it (E2E NLG Challenge).",
+            description="Corpus NIST-5 of the E2E NLG Challenge scorer (paper: measure_scores.py -p; challenge: "
+                        "the Perl mteval-v13a).",
             citation="Doddington, Automatic evaluation of MT quality using n-gram co-occurrence statistics, HLT 2002",
             inputs_description="predictions: one output per MR; references: the list of references of each MR",
             features=datasets.Features({"predictions": datasets.Value("string"),
                                         "references": datasets.Sequence(datasets.Value("string"))}))
 
     def _compute(self, predictions, references):
-        return {"nist": corpus_nist(references, predictions)}
+        scorer = "paper" if self.config_name == "default" else self.config_name
+        return {"nist": corpus_nist(references, predictions, scorer)}

@@ -183,7 +183,7 @@ def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
 
 def load(cfg: DictConfig, tokenizer) -> TaskData:
     """The train split as MR/reference pairs, the eval split as one MR group per unique MR; BLEU is the main metric."""
-    from lora_repro.metrics.e2e import score_e2e
+    from lora_repro.metrics.e2e import score_run
     if cfg.get("data_dir"):
         check_data_dir(cfg)
     train_split, eval_split = check_split(cfg, "train_split"), check_split(cfg, "eval_split")
@@ -206,7 +206,7 @@ def load(cfg: DictConfig, tokenizer) -> TaskData:
         hypotheses = generate(model, tokenizer, mrs, cfg, device, batch_size)
         if out_dir is not None:
             write_official(out_dir, references, hypotheses, tag)
-        return score_e2e(references, hypotheses)
+        return score_run(references, hypotheses)
 
     return TaskData(train=rows, evals={eval_split: (mrs, references)}, collate=collate_right(tokenizer.eos_token_id),
                     score=None, main_metric="bleu", loss=loss, evaluate=evaluate)
