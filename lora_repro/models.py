@@ -35,9 +35,13 @@ def check_model_dir(path: str) -> Path:
 
 def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None
                ) -> nn.Module:
-    """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id."""
+    """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
+
+    model.config_overrides (set by a task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config.
+    """
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
+    extra.update(OmegaConf.to_container(cfg.config_overrides) if cfg.get("config_overrides") else {})
     if cfg.get("path"):
         return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.get("config"):
@@ -50,8 +54,8 @@ def local_config(cfg: DictConfig, **extra):
     if cfg.get("path"):
         return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.get("config"):
-        fields = OmegaConf.to_container(cfg.config)
-        return AutoConfig.for_model(fields.pop("model_type"), **fields, **extra)
+        fields = {**OmegaConf.to_container(cfg.config), **extra}
+        return AutoConfig.for_model(fields.pop("model_type"), **fields)
     return None
 
 

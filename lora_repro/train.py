@@ -1,4 +1,4 @@
-"""The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 on CUDA, eval every epoch, DDP."""
+"""The training loop: AdamW, linear warmup and decay, accumulation, clipping, bf16 or fp32, eval every epoch, DDP."""
 from __future__ import annotations
 
 import json
@@ -41,6 +41,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(device: torch.device, precision: str):
+    """train.precision: bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"train.precision={precision!r} is not a precision; valid choices: ['bf16', 'fp32']")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA: max allocated; CPU: peak resident set size of this process."""
     if device.type == "cuda":
@@ -64,7 +71,8 @@ def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: to
     """
     model.eval()
     if data.evaluate is not None:
-        metrics = data.evaluate(model, device, int(cfg.eval_batch_size), out_dir, tag)
+        with autocast(device, cfg.precision):
+            metrics = data.evaluate(model, device, int(cfg.eval_batch_size), out_dir, tag)
         model.train()
         return metrics
     metrics = {}
@@ -72,7 +80,7 @@ def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: to
         logits, labels = [], []
         for batch in DataLoader(dataset, batch_size=int(cfg.eval_batch_size), collate_fn=data.collate):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device, cfg.precision):
                 logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
             labels.append(batch["labels"].cpu())
         scores = data.score(torch.cat(logits), torch.cat(labels))
@@ -141,7 +149,8 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * int(cfg.epochs)
     warmup = int(cfg.warmup_steps) if cfg.get("warmup_steps") else int(float(cfg.warmup_ratio) * total)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr))
+    optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr),
+                                  eps=float(cfg.adam_eps))
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history, best, step, tokens, train_time, first, skip = [], None, 0, 0, 0.0, 0, 0
@@ -178,7 +187,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             batch = {k: v.to(device) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
             with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with autocast(device, cfg.precision):
                     loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) / accum
                 loss.backward()
             running += loss.detach().float()

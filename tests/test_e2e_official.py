@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SHARED
+from conftest import ROOT, SHARED
 from lora_repro.metrics.bleu import corpus_bleu
 from lora_repro.metrics.coco import corpus_coco, java_on_path
 from lora_repro.metrics.e2e import read_hypotheses, read_references
@@ -186,6 +186,30 @@ def test_short_outputs_are_penalised_as_the_official_brevity_penalty_does(agreem
         case = agreement["cases"][index]
         refs, hyps = case["refs"], case["hyps"]
         assert corpus_bleu(refs, hyps) < 0.5 and corpus_bleu(refs, hyps, "challenge") < 0.5
+
+
+def committed_runs() -> list[Path]:
+    """Every E2E run directory committed under results/ (metrics.json beside its outputs)."""
+    return sorted(ref.parent for ref in (ROOT / "results").rglob("e2e_ref.txt") if (ref.parent / "metrics.json").is_file())
+
+
+def test_every_committed_e2e_run_records_the_official_scores_of_its_outputs(tmp_path):
+    # the paper pipeline's BLEU/NIST of every committed run; the Perl and Java measures (20 s each per 630-MR run)
+    # of the first run only: they are the same code on every input, which the generated cases check
+    runs = committed_runs()
+    assert runs, "no committed E2E run under results/"
+    cases, records = [], []
+    for folder in runs:
+        record = json.loads((folder / "metrics.json").read_text())
+        for entry in record["history"]:
+            hyps = read_hypotheses(folder / f"e2e_pred_epoch{entry['epoch']}.txt")
+            measures = ["pymteval", "perl", "coco"] if not cases else ["pymteval"]
+            cases.append({"refs": read_references(folder / "e2e_ref.txt"), "hyps": hyps, "measures": measures})
+            records.append((folder, entry))
+    for (folder, entry), expected in zip(records, official(cases, tmp_path)):
+        assert not expected["errors"], (folder, expected["errors"])
+        for metric, value in expected["scores"].items():
+            assert abs(entry[metric] - value) <= TOLERANCE[metric], (folder, entry["epoch"], metric, entry[metric], value)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,11 @@ def read_file(path: Path) -> pd.DataFrame:
         frame.columns = [c.lower() for c in frame.columns]
         if not {"mr", "ref"} <= set(frame.columns):
             raise ValueError(f"task.data_dir: {path} has columns {list(frame.columns)}; expected mr and ref")
-        return frame[["mr", "ref"]]
-    rows = [line.rstrip("\n").split("||", 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return frame[["mr", "ref"]].apply(lambda column: column.str.strip())
+    # both sides stripped (the reference's format_converting_e2e.py strips each line): every line of its test.txt ends
+    # in a space, which would otherwise add a token to every target
+    rows = [[part.strip() for part in line.split("||", 1)]
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     bad = [i for i, row in enumerate(rows) if len(row) != 2]
     if bad:
         raise ValueError(f"task.data_dir: {path} line {bad[0] + 1} is not 'MR||reference'")
@@ -148,25 +151,22 @@ def clean(text: str, stop_strings: list[str]) -> str:
     return text.strip()
 
 
-@torch.no_grad()
 def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig, device: torch.device,
              batch_size: int) -> list[str]:
-    """Beam-search one output per MR, batched (task.decode: beams, length penalty, no-repeat n-gram, max tokens)."""
+    """One output per MR by the reference code's beam search (lora_repro/beam.py), batched, cut at the stops."""
     from tqdm.auto import tqdm
+
+    from lora_repro.beam import beam_search
     dec = cfg.decode
     stops = [tokenizer.eos_token, *dec.stop_strings]
-    max_prompt = int(cfg.max_seq_len) - int(dec.max_new_tokens)
+    max_prompt = int(cfg.max_seq_len) - int(dec.max_new_tokens)  # gpt2_beam.py: prompts cut to seq_len - eval_len
     outputs = []
     for start in tqdm(range(0, len(mrs), batch_size), desc="decode", leave=False, dynamic_ncols=True):
         batch = {k: v.to(device) for k, v in prompt_batch(tokenizer, mrs[start:start + batch_size], max_prompt).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.generate(**batch, num_beams=int(dec.num_beams), length_penalty=float(dec.length_penalty),
-                                 no_repeat_ngram_size=int(dec.no_repeat_ngram_size),
-                                 max_new_tokens=int(dec.max_new_tokens), early_stopping=True, do_sample=False,
-                                 eos_token_id=stop_ids(tokenizer, list(dec.stop_strings)),
-                                 pad_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=False)
-        outputs += [clean(t, stops) for t in texts]
+        best = beam_search(model, batch["input_ids"], batch["attention_mask"], int(dec.num_beams),
+                           int(dec.max_new_tokens), float(dec.length_penalty), int(dec.no_repeat_ngram_size),
+                           stop_ids(tokenizer, list(dec.stop_strings)))
+        outputs += [clean(text, stops) for text in tokenizer.batch_decode(best, skip_special_tokens=False)]
     return outputs
 
 
