@@ -191,6 +191,13 @@ def test_gpt2_medium_adapter_l_matches_table_3(bottleneck, printed):
     assert abs(count_trainable(model) / 1e6 - printed) < 0.005
 
 
+def test_gpt2_medium_adapter_h_for_table_3_is_the_closest_houlsby_size_to_11_09m():
+    cfg = compose("+experiment=e2e_baselines", "method=adapter_h")  # conf/paper/gpt2-medium/adapter_h/e2e.yaml
+    model = apply_method(on_meta(GPT2_MEDIUM, AutoModelForCausalLM), cfg.method)
+    assert cfg.method.bottleneck == 112 and count_trainable(model) == 48 * _adapter(1024, 112) == 11_064_576
+    assert 48 * _adapter(1024, 113) > 11.09e6 > 11_064_576  # no bottleneck prints 11.09M
+
+
 # --- the methods compose with the Hydra runner ---
 
 def compose(*overrides: str):

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from conftest import SHARED, tiny
 from lora_repro.models import byte_tokenizer
 from lora_repro.tasks import e2e
+from test_baselines import compose
 from test_run import cli
 
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]", "name[Alimentum], area[riverside]",
@@ -92,6 +93,28 @@ def test_no_training_split_offline_is_a_clear_error(tmp_path):
         e2e.check_data_dir(cfg)
     with pytest.raises(ValueError, match=r"task.eval_split='validation'.*\['train', 'dev', 'test'\]"):
         e2e.check_split(OmegaConf.create({"eval_split": "validation"}), "eval_split")
+
+
+def test_reference_text_lines_are_stripped_on_both_sides(tmp_path):
+    (tmp_path / "valid.txt").write_text("name : Aromi | area : riverside ||Aromi is by the river . \n")
+    assert e2e.read_file(tmp_path / "valid.txt").values.tolist() == [["name : Aromi | area : riverside",
+                                                                       "Aromi is by the river ."]]
+
+
+def test_e2e_trains_as_gpt2_ft_without_backbone_dropout_in_fp32(tmp_path):
+    # transformers' GPT2Config puts 0.1 on attention, residual and embeddings; the reference GPT-2 has none
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from lora_repro.models import load_model
+    from lora_repro.train import autocast
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=257)).save_pretrained(tmp_path)
+    cfg = compose("task=e2e", f"model.path={tmp_path}")
+    model = load_model(cfg.model, "causal_lm")
+    assert (model.config.resid_pdrop, model.config.embd_pdrop, model.config.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert load_model(compose(f"model.path={tmp_path}").model, "causal_lm").config.resid_pdrop == 0.1
+    assert (cfg.train.adam_eps, cfg.train.precision, cfg.train.max_grad_norm) == (1e-6, "fp32", 0.0)
+    assert autocast(torch.device("cuda"), "fp32")._enabled is False  # train.precision=fp32: no bf16 on CUDA either
+    with pytest.raises(ValueError, match=r"train.precision='fp16'.*\['bf16', 'fp32'\]"):
+        autocast(torch.device("cpu"), "fp16")
 
 
 def test_cut_at_stop_strings():
