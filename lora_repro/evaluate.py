@@ -27,6 +27,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict:
     adapter = formats.read(cfg.adapter.path, cfg.adapter.get("r"), cfg.adapter.get("alpha"),
                            cfg.adapter.get("targets"))
     device = pick_device(cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     log.info("model %s from %s; task %s; adapter %s (%s, r=%d, alpha=%g, targets %s)", cfg.model.name,
              source(cfg.model), task_name(cfg), cfg.adapter.path, adapter.meta["format"], adapter.r, adapter.alpha,
              ",".join(adapter.targets))

@@ -4,7 +4,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
+from conftest import ROOT, SHARED
 from lora_repro import evaluate, formats, run
 from test_glue import write_glue
 from test_run import cli
@@ -66,3 +66,17 @@ def test_evaluate_names_what_a_loralib_file_lacks(synthetic_run, tmp_path):
     out = formats.write(formats.read(folder), "loralib", tmp_path / "adapter.bin")
     with pytest.raises(ValueError, match="stores no r or alpha"):
         evaluate.score(config("evaluate", f"adapter.path={out}", "device=cpu"), tmp_path)
+
+
+@pytest.mark.real
+def test_evaluate_decodes_e2e_as_the_run_did_from_a_loralib_gpt2_file(tmp_path):
+    # the paper's GPT-2 checkpoints are loralib files of MergedLinear(enable_lora=[True, False, True]) c_attn
+    small = ["+experiment=e2e_smoke", f"task.data_dir={SHARED / 'data/e2e'}", "task.max_eval_mrs=3",
+             "task.decode.num_beams=2", "task.decode.max_new_tokens=12", "device=cpu"]
+    record = run.run(config("config", *small, "task.max_train_samples=400", "method.dropout=0.0"), tmp_path)
+    adapter = formats.write(formats.read(tmp_path), "loralib", tmp_path / "gpt2_lora.pt")
+    scored = evaluate.score(config("evaluate", *small, f"adapter.path={adapter}", "adapter.r=4", "adapter.alpha=32",
+                                   "adapter.targets=[q,v]"), tmp_path / "eval")
+    assert scored["adapter"]["format"] == "loralib" and scored["metrics"] == pytest.approx(record["metrics"])
+    decoded = sorted(tmp_path.glob("e2e_pred_epoch*.txt"))[-1].read_text()
+    assert (tmp_path / "eval/e2e_pred_eval.txt").read_text() == decoded and decoded.strip()
