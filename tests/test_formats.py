@@ -56,6 +56,18 @@ def test_peft_round_trip_gives_equal_logits_on_encoders(tmp_path, kind):
     assert torch.allclose(logits(formats.into_model(back, tiny(kind))), ours, atol=1e-5, rtol=0)
 
 
+def test_peft_round_trip_gives_equal_logits_on_llama(tmp_path):
+    _, ours, path = our_adapter(tmp_path, "llama", ["q", "k", "v", "o"], causal=True)
+    folder = formats.write(formats.read(path), "peft", tmp_path / "peft")
+    config = LoraConfig.from_pretrained(str(folder))
+    assert config.task_type == "CAUSAL_LM" and not config.modules_to_save and not config.rank_pattern  # vLLM-ready
+    peft_model = PeftModel.from_pretrained(tiny("llama", causal=True), str(folder)).eval()
+    assert torch.allclose(logits(peft_model), ours, atol=1e-5, rtol=0)
+    back = formats.read(folder)
+    assert back.targets == ["q", "k", "v", "o"]
+    assert torch.allclose(logits(formats.into_model(back, tiny("llama", causal=True))), ours, atol=1e-5, rtol=0)
+
+
 def test_peft_config_names_the_head_under_modules_to_save(tmp_path):
     _, _, path = our_adapter(tmp_path, "roberta", ["q", "v"])
     folder = formats.write(formats.read(path), "peft", tmp_path / "peft", base="FacebookAI/roberta-base")
