@@ -35,7 +35,7 @@ def delta_svd(A, B, scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def updates(adapter: Adapter) -> list[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(layer, paper name, U, S, V) of every attention update of the adapter (q, k, v, o), in layer order."""
+    """(layer, paper name, U, S, V) of every attention update of the adapter (q, k, v, o), by target, then layer."""
     fused_names = ("q", "k", "v")
     out = []
     for module in adapter.modules:
