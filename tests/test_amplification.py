@@ -73,3 +73,8 @@ def test_bad_arguments_are_clear_errors():
         amplification(torch.zeros(4, 5), torch.zeros(5, 4), 1)
     with pytest.raises(ValueError, match=r"r=9 must be in \[1, 4\]"):
         amplification(torch.zeros(4, 5), torch.zeros(4, 5), 9)
+
+
+def test_takes_numpy_arrays_as_it_takes_tensors():
+    delta = basis_update({15: 5.0, 14: 3.0})
+    assert amplification(delta.numpy(), W.numpy(), r=2) == amplification(delta, W, r=2)

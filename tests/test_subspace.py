@@ -152,3 +152,22 @@ def test_reads_the_planted_update_of_a_fused_slice(tmp_path):
         planted_delta(tmp_path / "p.safetensors", 1, "k")
     with pytest.raises(KeyError, match="no module"):
         planted_delta(tmp_path / "p.safetensors", 0, "v")
+
+
+def test_takes_numpy_arrays_as_it_takes_tensors():
+    A1, A2 = rows(8, {0: 3.0, 1: 1.0}), rows(8, {1: 2.0, 0: 1.0})
+    assert subspace_similarity(A1.numpy(), A2.numpy(), 1, 1) == subspace_similarity(A1, A2, 1, 1) == 0.0
+    torch.testing.assert_close(similarity_grid(A1.numpy(), A2.numpy()), similarity_grid(A1, A2))
+
+
+@pytest.mark.parametrize("kind,target", [("bert", "v"), ("gpt2", "v")])
+def test_reads_a_and_b_from_peft_and_loralib_forms_of_the_same_adapter(tmp_path, kind, target):
+    from lora_repro import formats
+    saved(kind, ["q", "v"], 4, tmp_path / "a.safetensors")
+    A, B = adapter_matrices(tmp_path / "a.safetensors", 1, target)
+    adapter = formats.read(tmp_path / "a.safetensors")
+    peft = formats.write(adapter, "peft", tmp_path / "peft")
+    loralib = formats.write(adapter, "loralib", tmp_path / "a.bin")
+    for src, extra in ((peft, {}), (loralib, {"r": 4, "alpha": 8, "targets": "q,v"})):
+        A2, B2 = adapter_matrices(src, 1, target, **extra)
+        assert torch.equal(A2, A) and torch.equal(B2, B)

@@ -11,14 +11,15 @@ from lora_repro.models import load_model
 from lora_repro.tasks import num_labels
 
 
-def projection_norm(W: torch.Tensor, U: torch.Tensor, Vh: torch.Tensor) -> float:
+def projection_norm(W, U, Vh) -> float:
     """||U^T W Vh^T||_F: W (d_out, d_in) projected onto an r-dim left (U: d_out x r) and right (Vh: r x d_in) subspace."""
+    W, U, Vh = (torch.as_tensor(x).double() for x in (W, U, Vh))
     return torch.linalg.matrix_norm(U.T @ W @ Vh.T).item()  # (r, r)
 
 
-def top_singular(M: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_singular(M, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-r left (d_out, r) and right (r, d_in) singular vectors of M."""
-    U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    U, _, Vh = torch.linalg.svd(torch.as_tensor(M), full_matrices=False)
     return U[:, :r], Vh[:r]
 
 
@@ -30,8 +31,9 @@ def random_orthonormal(d_out: int, d_in: int, r: int, seed: int = 0) -> tuple[to
     return U, V.T
 
 
-def amplification(delta: torch.Tensor, W: torch.Tensor, r: int, seed: int = 0) -> dict[str, float]:
+def amplification(delta, W, r: int, seed: int = 0) -> dict[str, float]:
     """Table 7 for one weight: ||U^T W V^T||_F with U, V from ΔW, from W, and random; factor = ||ΔW||_F / proj_delta."""
+    delta, W = torch.as_tensor(delta), torch.as_tensor(W)  # NumPy arrays and other array-likes too
     if delta.shape != W.shape or delta.dim() != 2:
         raise ValueError(f"ΔW {tuple(delta.shape)} and W {tuple(W.shape)} must be matrices of one shape (d_out, d_in)")
     if not 1 <= r <= min(W.shape):

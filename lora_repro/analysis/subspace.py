@@ -1,22 +1,22 @@
 """Subspace similarity between learned LoRA matrices (paper Sec. 7.2, eq. 4, Figures 3 and 4)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from lora_repro.formats import Adapter, read
 from lora_repro.lora import read_adapter
 from lora_repro.targets import ARCHITECTURES
 
 SIDES = ("A", "B")
 
 
-def singular_directions(M: torch.Tensor, side: str = "A") -> torch.Tensor:
+def singular_directions(M, side: str = "A") -> torch.Tensor:
     """The directions eq. 4 compares, as columns, strongest first: right-singular of A (r x d), left-singular of B (d x r)."""
     if side not in SIDES:
         raise ValueError(f"side={side!r}; choose one of {list(SIDES)} (A: right-singular vectors, B: left-singular)")
+    M = torch.as_tensor(M)  # NumPy arrays and other array-likes too
     if M.dim() != 2:
         raise ValueError(f"expected a 2-d matrix, got shape {tuple(M.shape)}")
     U, _, Vh = torch.linalg.svd(M.detach().double(), full_matrices=False)  # U: (rows, k); Vh: (k, cols)
@@ -28,7 +28,7 @@ def _check(name: str, value: int, limit: int) -> None:
         raise ValueError(f"{name}={value} is out of range: the matrix has {limit} singular directions, so 1 <= {name} <= {limit}")
 
 
-def subspace_similarity(M1: torch.Tensor, M2: torch.Tensor, i: int, j: int, side: str = "A") -> float:
+def subspace_similarity(M1, M2, i: int, j: int, side: str = "A") -> float:
     """phi(M1, M2, i, j) = ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j) in [0, 1] (paper eq. 4; side="B": its footnote)."""
     U1, U2 = singular_directions(M1, side), singular_directions(M2, side)  # (d, k1), (d, k2)
     if U1.shape[0] != U2.shape[0]:
@@ -38,9 +38,14 @@ def subspace_similarity(M1: torch.Tensor, M2: torch.Tensor, i: int, j: int, side
     return (U1[:, :i].T @ U2[:, :j]).pow(2).sum().item() / min(i, j)
 
 
-def similarity_grid(M1: torch.Tensor, M2: torch.Tensor, side: str = "A") -> torch.Tensor:
+def similarity_grid(M1, M2, side: str = "A") -> torch.Tensor:
     """All of eq. 4 at once: grid[i-1, j-1] = phi(M1, M2, i, j) for i <= k1, j <= k2 (one SVD each)."""
-    U1, U2 = singular_directions(M1, side), singular_directions(M2, side)  # (d, k1), (d, k2)
+    return grid_of_directions(singular_directions(M1, side), singular_directions(M2, side))
+
+
+def grid_of_directions(U1, U2) -> torch.Tensor:
+    """Eq. 4's grid from orthonormal directions given as columns, strongest first: U1 (d, k1), U2 (d, k2)."""
+    U1, U2 = torch.as_tensor(U1).double(), torch.as_tensor(U2).double()
     if U1.shape[0] != U2.shape[0]:
         raise ValueError(f"the matrices live in different spaces: dimension {U1.shape[0]} vs {U2.shape[0]}")
     overlap = (U1.T @ U2).pow(2)  # (k1, k2): squared cosines between single directions
@@ -53,11 +58,6 @@ def similarity_grid(M1: torch.Tensor, M2: torch.Tensor, side: str = "A") -> torc
 def random_gaussian(r: int, d: int, seed: int = 0) -> torch.Tensor:
     """The Figure 4 control: an r x d standard Gaussian matrix, shares no directions with anything in expectation."""
     return torch.randn(r, d, generator=torch.Generator().manual_seed(seed))
-
-
-def _metadata(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
 def module_for(names: list[str], layer: int, target: str) -> tuple[str, int | None, str]:
@@ -80,26 +80,16 @@ def module_for(names: list[str], layer: int, target: str) -> tuple[str, int | No
     return module, index, kind
 
 
-def adapter_matrices(path: str | Path, layer: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (r, d_in) and B (d_out, r) of one layer's target (q, k, v or o) read from a saved adapter file."""
-    path = Path(path)
-    tensors = read_adapter(path)
-    lora = [n for n in tensors if n.endswith((".lora_A", ".lora_B"))]
-    module, index, kind = module_for(lora, layer, target)
-    A, B = tensors[f"{module}.lora_A"], tensors[f"{module}.lora_B"]  # (n r, d_in), (n d_slice, r)
-    if index is None:
-        return A, B
-    # fused q/k/v (GPT-2 c_attn): A and B stack one block per adapted slice, in slice order (LoRALinear.slices)
-    meta = _metadata(path)
-    if "targets" not in meta:
-        raise ValueError(f"adapter {path} has no 'targets' metadata, so its fused {module} blocks cannot be told apart")
-    table = ARCHITECTURES[kind][1]
-    slices = sorted(table[t][1] for t in meta["targets"] if isinstance(table.get(t), tuple))
-    if index not in slices:
-        raise KeyError(f"adapter {path} does not adapt {target!r} (its targets: {meta['targets']})")
-    n, pos = len(slices), slices.index(index)
-    r, d_slice = A.shape[0] // n, B.shape[0] // n
-    return A[pos * r:(pos + 1) * r], B[pos * d_slice:(pos + 1) * d_slice]
+def adapter_matrices(src, layer: int, target: str, r: int | None = None, alpha: float | None = None,
+                     targets=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (r, d_in) and B (d_out, r) of one layer's target (q, k, v or o), from an adapter in any format
+    (lora_repro.formats: a run directory or file of ours, a PEFT folder, a loralib file with r and alpha given)."""
+    adapter = src if isinstance(src, Adapter) else read(src, r, alpha, targets)
+    module, index, _ = module_for([f"{m}.lora_A" for m in adapter.modules], layer, target)
+    for s, A, B in adapter.factors(module):  # a fused c_attn: one (A_i, B_i) per adapted slice
+        if s == index:
+            return A, B
+    raise KeyError(f"adapter {src} does not adapt {target!r} (its targets: {adapter.targets})")
 
 
 def planted_delta(path: str | Path, layer: int, target: str) -> torch.Tensor:
