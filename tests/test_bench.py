@@ -1,4 +1,4 @@
-"""The benchmark (lora_repro/bench.py) and the LoRA forward's fast path it measures (lora_repro/lora.py)."""
+"""The benchmark (lora_repro/bench/) and the LoRA forward's fast path it measures (lora_repro/lora.py)."""
 import json
 import math
 
