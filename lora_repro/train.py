@@ -132,8 +132,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
     batches = BatchSampler(RandomSampler(data.train, generator=order), int(cfg.batch_size), drop_last=False)
     # generator=order too: the loader draws its worker base seed from it, as DataLoader(shuffle=True) does
+    # pinned host batches on CUDA, so the copy to the device below does not block the host (non_blocking)
     loader = DataLoader(data.train, batch_sampler=distributed.ShardedBatches(batches, rank, world),
-                        collate_fn=data.collate, generator=order)
+                        collate_fn=data.collate, generator=order, pin_memory=device.type == "cuda")
     accum = distributed.grad_accum(cfg, world)
     steps_per_epoch = max(1, len(batches) // (accum * world))
     batches_per_epoch = steps_per_epoch * accum  # on each rank; a partial global batch at the end is not trained
@@ -175,14 +176,15 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         for i, batch in enumerate(loader):
             if epoch == first and i < skip:  # resumed mid-epoch: these batches were trained before the kill
                 continue
-            batch = {k: v.to(device) for k, v in batch.items()}
+            # tokens counted on the host-side batch: on the device, int(sum) would wait for the GPU every step
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
             with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) / accum
                 loss.backward()
             running += loss.detach().float()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if (i + 1) % accum:
                 continue
             if float(cfg.max_grad_norm) > 0:
@@ -210,8 +212,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                                      "best": best, "world": world})
             if step >= total or i + 1 == batches_per_epoch:  # every rank runs the same number of micro-batches
                 break
+        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint; on CUDA its
+        # one sync also ends the epoch's queued work, so the epoch's time below includes it
         train_time += time.perf_counter() - start
-        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint
         if cfg.get("eval_each_epoch", True) or epoch == int(cfg.epochs) - 1:
             out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
             metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
