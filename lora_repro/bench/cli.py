@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from lora_repro.bench.latency import print_latency, run_latency
+from lora_repro.bench.loop import LOOP_PRESETS, print_loop, run_loop
 from lora_repro.bench.step import PRESETS, print_train, run_train
+from lora_repro.bench.suite import print_suite, run_suite
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -26,21 +28,36 @@ def main(argv: list[str] | None = None) -> dict:
                      help="auto: the paper's on CUDA, reduced on CPU; tiny: for tests")
     lat.add_argument("--trials", type=int)
     lat.add_argument("--layers", type=int, help="GPT-2 medium blocks to keep (default: 24, 2 on the reduced grid)")
-    for p in (train, lat):
+    loop = sub.add_parser("loop", help="the whole training loop: ours (lora_repro.train) vs transformers' Trainer + PEFT")
+    loop.add_argument("--preset", default="cpu-minilm", choices=sorted(LOOP_PRESETS))
+    loop.add_argument("--rounds", type=int, help="timed rounds, each running both loops (default: the preset's)")
+    loop.add_argument("--examples", type=int, help="training examples (default: the preset's)")
+    loop.add_argument("--model-dir", help="local Hugging Face model folder (sst2 presets)")
+    loop.add_argument("--data-dir", help="folder of the GLUE SST-2 TSVs (sst2 presets)")
+    suite = sub.add_parser("suite", help="everything in one process and one JSON (GPU), or --smoke (tiny, CPU)")
+    suite.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: the same code paths in seconds")
+    for p in (train, lat, loop, suite):
         p.add_argument("--out", type=Path, help="write the result as JSON here")
-        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda (suite --smoke: auto = cpu)")
         p.add_argument("--threads", type=int, default=1,
                        help="CPU threads (default 1: steadier on a shared machine; see lora_repro/bench/__init__.py)")
     args = parser.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    auto = "cuda" if torch.cuda.is_available() and not getattr(args, "smoke", False) else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     if args.command == "train":
         result = run_train(args.preset, device, args.steps, args.warmup, fast=not args.reference)
         print_train(result)
-    else:
+    elif args.command == "latency":
         result = run_latency(device, args.grid, args.trials, layers=args.layers)
         print_latency(result)
+    elif args.command == "loop":
+        result = run_loop(args.preset, device, args.rounds, args.examples, args.model_dir, args.data_dir)
+        print_loop(result)
+    else:
+        result = run_suite(device, args.smoke)
+        print_suite(result)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
