@@ -146,10 +146,12 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history, best, step, tokens, train_time, first, skip = [], None, 0, 0, 0.0, 0, 0
+    cpu_time = 0.0  # CPU seconds of this process in the epochs (on a shared machine, wall time counts others' too)
     if resume and checkpoint_dir and (checkpoint_dir / "trainer_state.json").is_file():
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, order)
         history, best, step, tokens, train_time = (state[k] for k in ("history", "best", "step", "tokens",
                                                                       "train_time"))
+        cpu_time = state.get("train_cpu", 0.0)  # absent from checkpoints written before it was recorded
         first, skip = state["epoch"], state["batches_done"]  # skip = 0: that epoch is finished
         if not skip:
             first += 1
@@ -170,7 +172,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                                 f"lower train.lr={cfg.lr} or check the data")
         return value
     for epoch in range(first, int(cfg.epochs)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
         for i, batch in enumerate(loader):
@@ -208,13 +210,15 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                 if distributed.is_main():
                     save_checkpoint(checkpoint_dir, model, optimizer, scheduler, epoch_order,
                                     {"epoch": epoch, "batches_done": i + 1, "step": step, "tokens": tokens,
-                                     "train_time": train_time + time.perf_counter() - start, "history": history,
+                                     "train_time": train_time + time.perf_counter() - start,
+                                     "train_cpu": cpu_time + time.process_time() - cpu_start, "history": history,
                                      "best": best, "world": world})
             if step >= total or i + 1 == batches_per_epoch:  # every rank runs the same number of micro-batches
                 break
         mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint; on CUDA its
         # one sync also ends the epoch's queued work, so the epoch's time below includes it
         train_time += time.perf_counter() - start
+        cpu_time += time.process_time() - cpu_start
         if cfg.get("eval_each_epoch", True) or epoch == int(cfg.epochs) - 1:
             out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
             metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
@@ -225,9 +229,10 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         if checkpoint_dir and distributed.is_main():
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order.get_state(),
                             {"epoch": epoch, "batches_done": 0, "step": step, "tokens": tokens, "train_time": train_time,
-                             "history": history, "best": best, "world": world})
+                             "train_cpu": cpu_time, "history": history, "best": best, "world": world})
     bar.close()
-    return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens * world / max(train_time, 1e-9),
+    return {"steps": step, "train_time_s": train_time, "train_cpu_s": cpu_time,
+            "tokens_per_s": tokens * world / max(train_time, 1e-9),
             "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
             "global_batch_size": int(cfg.batch_size) * accum * world, "metrics": best["metrics"],
             "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}
