@@ -256,3 +256,4 @@ def test_loop_feeds_both_sides_the_same_batches_and_they_log_the_same_losses():
     assert len(ours["losses"]) == len(theirs["losses"]) == n // preset["log_every"]
     torch.testing.assert_close(torch.tensor(ours["losses"]), torch.tensor(theirs["losses"]), rtol=1e-4, atol=1e-5)
     assert ours["losses"][0] != ours["losses"][-1]  # it trained
+    assert ours["epoch_cpu_s"] > 0 and theirs["epoch_cpu_s"] > 0  # the CPU clock the ratio uses on CPU

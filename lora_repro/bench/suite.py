@@ -8,6 +8,7 @@ paths with tiny shapes on CPU, in seconds (tested in CI); its figures say nothin
 """
 from __future__ import annotations
 
+import platform
 import time
 
 import torch
@@ -33,7 +34,6 @@ GPU_TARGETS = {"ours_over_peft": 0.9, "ours_over_floor": 1.05, "merged_over_base
 def versions() -> dict:
     """Library versions and, on CUDA, the device's name, memory, compute capability and the CUDA/cuDNN builds."""
     import accelerate
-    import platform
     info = {**machine(), "python": platform.python_version(), "accelerate": accelerate.__version__}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
