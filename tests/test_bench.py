@@ -257,3 +257,13 @@ def test_loop_feeds_both_sides_the_same_batches_and_they_log_the_same_losses():
     torch.testing.assert_close(torch.tensor(ours["losses"]), torch.tensor(theirs["losses"]), rtol=1e-4, atol=1e-5)
     assert ours["losses"][0] != ours["losses"][-1]  # it trained
     assert ours["epoch_cpu_s"] > 0 and theirs["epoch_cpu_s"] > 0  # the CPU clock the ratio uses on CPU
+
+
+def test_gpu_suite_names_presets_that_exist_and_the_papers_latency_grid():
+    """The GPU run cannot be tried here: at least every name it composes must resolve."""
+    from lora_repro.bench import loop, suite
+    gpu = suite.PARTS["gpu"]
+    assert set(gpu["train"]) == {"roberta-base", "gpt2-medium"} and set(gpu["train"]) <= bench.PRESETS.keys()
+    assert gpu["latency"] == "paper" and gpu["loop"] in loop.LOOP_PRESETS and not gpu["counts"]
+    assert loop.LOOP_PRESETS[gpu["loop"]]["data"] == "generated"  # nothing to download on the GPU machine
+    assert bench.median_ci(list(range(loop.LOOP_PRESETS[gpu["loop"]]["rounds"])))[0] > 0  # CI narrower than the range

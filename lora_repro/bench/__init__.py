@@ -1,4 +1,4 @@
-"""python -m lora_repro.bench {train,latency,loop,suite}: what LoRA costs, ours vs Hugging Face PEFT vs the frozen-base floor.
+"""python -m lora_repro.bench {train,latency,loop,suite}: what LoRA costs, ours vs PEFT vs the frozen-base floor.
 
 One module per measurement, each timed round-robin with paired ratios and 95% confidence intervals (timing.py):
   step.py      `train`: one optimizer step of full FT, the frozen-base floor, our LoRA and PEFT's; FLOPs, memory
@@ -19,4 +19,5 @@ from lora_repro.bench.suite import run_suite
 from lora_repro.bench.timing import median_ci, paired_ci, paired_ratio, time_round_robin
 
 __all__ = ["PRESETS", "TARGETS", "Variant", "machine", "main", "make_batch", "make_variants", "median_ci",
-           "paired_ci", "paired_ratio", "require_peft", "run_latency", "run_loop", "run_suite", "run_train", "time_round_robin", "train_step"]
+           "paired_ci", "paired_ratio", "require_peft", "run_latency", "run_loop", "run_suite", "run_train",
+           "time_round_robin", "train_step"]

@@ -1,16 +1,17 @@
-"""python -m lora_repro.bench loop: our whole training loop (lora_repro.train.train) against transformers' Trainer + PEFT.
+"""python -m lora_repro.bench loop: our whole training loop (lora_repro.train) against transformers' Trainer + PEFT.
 
 Both sides train LoRA (q, v; rank r, alpha 2r, LoRA dropout 0; the classifier head trains) on the same start weights
 (PEFT's A is copied from ours, B = 0 on both: on BERT/RoBERTa the same function), the same examples in the same
 batches in the same order (Trainer's sampler replays the permutation our loop draws), the same number of steps, AdamW
 (torch's, lr, weight decay on matrices only, betas and eps at their defaults), linear warmup and decay, gradient
 clipping at 1.0, a loss logged every `log_every` steps, no checkpoints, no mixed precision on CPU and bf16 autocast on
-CUDA. Timed: whole epochs, from the epoch's first batch to the end of its last step, data loading and collation, forward, backward, clipping, optimizer and scheduler steps and logging included;
-evaluation and the setup before the first epoch excluded on both sides (ours evaluates a small split after the last
-epoch, out of the timed epochs; Trainer evaluates nothing). The clock is timing.clock's: wall time, synchronized, on
-CUDA; on CPU this process's CPU time (one thread: the work done, not the time other processes held the core; wall
-seconds are recorded beside it). Rounds alternate which side runs first; a round's ratio is ours / Trainer's time,
-and `ratios.loop_ours_over_hf_trainer` is their median with its 95% CI (timing.median_ci).
+CUDA. Timed: whole epochs, from the epoch's first batch to the end of its last step, data loading and collation,
+forward, backward, clipping, optimizer and scheduler steps and logging included; evaluation and the setup before the
+first epoch excluded on both sides (ours evaluates a small split after the last epoch, out of the timed epochs;
+Trainer evaluates nothing). The clock is timing.clock's: wall time, synchronized, on CUDA; on CPU this process's CPU
+time (one thread: the work done, not the time other processes held the core; wall seconds are recorded beside it).
+Rounds alternate which side runs first; a round's ratio is ours / Trainer's time, and
+`ratios.loop_ours_over_hf_trainer` is their median with its 95% CI (timing.median_ci).
 """
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def run_loop(preset_name: str, device: torch.device, rounds: int | None = None, 
                         call_s_last_round=last[name]["call_s"], losses_last_round=last[name]["losses"])
              for name in times}
     return dict(command="loop", preset=preset_name, data=preset["data"],
-                model=preset.get("model_dir") or f"{preset['arch']} random init {preset['config'] or '(default shape)'}",
+                model=preset.get("model_dir") or f"{preset['arch']} random init, {preset['config'] or 'default shape'}",
                 examples=preset["examples"], max_seq=preset["seq"], schedule=s, lora=dict(targets=["q", "v"],
                 r=preset["r"], alpha=2 * preset["r"]), rounds=preset["rounds"], warmup_rounds=preset["warmup_rounds"],
                 timing=("wall seconds (synchronized)" if device.type == "cuda" else "process CPU seconds") +

@@ -37,8 +37,9 @@ def versions() -> dict:
     info = {**machine(), "python": platform.python_version(), "accelerate": accelerate.__version__}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpu_memory_gb=props.total_memory / 2**30,
-                    capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count())
+        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    gpu_memory_gb=props.total_memory / 2**30, capability=f"{props.major}.{props.minor}",
+                    gpu_count=torch.cuda.device_count())
     return info
 
 
