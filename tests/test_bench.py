@@ -267,3 +267,11 @@ def test_gpu_suite_names_presets_that_exist_and_the_papers_latency_grid():
     assert gpu["latency"] == "paper" and gpu["loop"] in loop.LOOP_PRESETS and not gpu["counts"]
     assert loop.LOOP_PRESETS[gpu["loop"]]["data"] == "generated"  # nothing to download on the GPU machine
     assert bench.median_ci(list(range(loop.LOOP_PRESETS[gpu["loop"]]["rounds"])))[0] > 0  # CI narrower than the range
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu-minilm", "roberta-base"])
+def test_loop_presets_log_as_often_on_both_sides(name):
+    """Our loop logs every log_every steps and the last; Trainer every log_every: equal when the steps divide."""
+    from lora_repro.bench import loop
+    preset = loop.LOOP_PRESETS[name]
+    assert loop.schedule(preset)["steps"] % preset["log_every"] == 0

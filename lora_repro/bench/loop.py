@@ -37,7 +37,8 @@ from lora_repro.train import train
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 # Shapes and schedules. `generated`: a random-init model of `config` on random token ids of 4..seq tokens (offline,
 # any machine); `sst2`: a local Hugging Face model folder and the GLUE SST-2 TSVs (the real thing, where present).
-# 9 rounds or more: the fewest for which the 95% interval of the median is narrower than the whole range.
+# 9 rounds or more: the fewest for which the 95% interval of the median is narrower than the whole range. Steps are a
+# multiple of log_every: our loop also logs the last step, Trainer only every log_every steps.
 LOOP_PRESETS = {
     "smoke": dict(data="generated", arch="bert", config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                              intermediate_size=64, vocab_size=100,
@@ -47,7 +48,7 @@ LOOP_PRESETS = {
                        data_dir=str(SHARED / "data" / "glue" / "SST-2"), examples=640, seq=128, batch=32, epochs=1,
                        log_every=10, r=8, lr=1e-3, rounds=12, warmup_rounds=1),
     "roberta-base": dict(data="generated", arch="roberta", config=dict(), examples=4096, seq=128, batch=32, epochs=1,
-                         log_every=10, r=8, lr=5e-4, rounds=9, warmup_rounds=1),
+                         log_every=8, r=8, lr=5e-4, rounds=9, warmup_rounds=1),
 }
 
 
