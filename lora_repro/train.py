@@ -140,8 +140,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
     batches = BatchSampler(RandomSampler(data.train, generator=order), int(cfg.batch_size), drop_last=False)
     # generator=order too: the loader draws its worker base seed from it, as DataLoader(shuffle=True) does
+    # pinned host batches on CUDA, so the copy to the device below does not block the host (non_blocking)
     loader = DataLoader(data.train, batch_sampler=distributed.ShardedBatches(batches, rank, world),
-                        collate_fn=data.collate, generator=order)
+                        collate_fn=data.collate, generator=order, pin_memory=device.type == "cuda")
     accum = distributed.grad_accum(cfg, world)
     steps_per_epoch = max(1, len(batches) // (accum * world))
     batches_per_epoch = steps_per_epoch * accum  # on each rank; a partial global batch at the end is not trained
@@ -154,10 +155,12 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history, best, step, tokens, train_time, first, skip = [], None, 0, 0, 0.0, 0, 0
+    cpu_time = 0.0  # CPU seconds of this process in the epochs (on a shared machine, wall time counts others' too)
     if resume and checkpoint_dir and (checkpoint_dir / "trainer_state.json").is_file():
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, order)
         history, best, step, tokens, train_time = (state[k] for k in ("history", "best", "step", "tokens",
                                                                       "train_time"))
+        cpu_time = state.get("train_cpu", 0.0)  # absent from checkpoints written before it was recorded
         first, skip = state["epoch"], state["batches_done"]  # skip = 0: that epoch is finished
         if not skip:
             first += 1
@@ -178,20 +181,21 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                                 f"lower train.lr={cfg.lr} or check the data")
         return value
     for epoch in range(first, int(cfg.epochs)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
         for i, batch in enumerate(loader):
             if epoch == first and i < skip:  # resumed mid-epoch: these batches were trained before the kill
                 continue
-            batch = {k: v.to(device) for k, v in batch.items()}
+            # tokens counted on the host-side batch: on the device, int(sum) would wait for the GPU every step
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
             with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
                 with autocast(device, cfg.precision):
                     loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) / accum
                 loss.backward()
             running += loss.detach().float()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if (i + 1) % accum:
                 continue
             if float(cfg.max_grad_norm) > 0:
@@ -215,12 +219,15 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                 if distributed.is_main():
                     save_checkpoint(checkpoint_dir, model, optimizer, scheduler, epoch_order,
                                     {"epoch": epoch, "batches_done": i + 1, "step": step, "tokens": tokens,
-                                     "train_time": train_time + time.perf_counter() - start, "history": history,
+                                     "train_time": train_time + time.perf_counter() - start,
+                                     "train_cpu": cpu_time + time.process_time() - cpu_start, "history": history,
                                      "best": best, "world": world})
             if step >= total or i + 1 == batches_per_epoch:  # every rank runs the same number of micro-batches
                 break
+        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint; on CUDA its
+        # one sync also ends the epoch's queued work, so the epoch's time below includes it
         train_time += time.perf_counter() - start
-        mean_loss()  # a NaN since the last log stops the run before this epoch's eval and checkpoint
+        cpu_time += time.process_time() - cpu_start
         if cfg.get("eval_each_epoch", True) or epoch == int(cfg.epochs) - 1:
             out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
             metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
@@ -231,9 +238,10 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         if checkpoint_dir and distributed.is_main():
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, order.get_state(),
                             {"epoch": epoch, "batches_done": 0, "step": step, "tokens": tokens, "train_time": train_time,
-                             "history": history, "best": best, "world": world})
+                             "train_cpu": cpu_time, "history": history, "best": best, "world": world})
     bar.close()
-    return {"steps": step, "train_time_s": train_time, "tokens_per_s": tokens * world / max(train_time, 1e-9),
+    return {"steps": step, "train_time_s": train_time, "train_cpu_s": cpu_time,
+            "tokens_per_s": tokens * world / max(train_time, 1e-9),
             "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
             "global_batch_size": int(cfg.batch_size) * accum * world, "metrics": best["metrics"],
             "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}

@@ -1,4 +1,4 @@
-"""The benchmark (lora_repro/bench.py) and the LoRA forward's fast path it measures (lora_repro/lora.py)."""
+"""The benchmark (lora_repro/bench/) and the LoRA forward's fast path it measures (lora_repro/lora.py)."""
 import json
 import math
 
@@ -214,3 +214,64 @@ def test_fast_path_runs_a_bf16_base_with_fp32_lora_weights(slices, n_slices):
     out.float().sum().backward()
     assert out.dtype == torch.bfloat16 and layer.lora_A.grad.dtype == layer.lora_B.grad.dtype == torch.float32
     assert (out.float() - ref).norm() <= 0.02 * ref.norm()
+
+
+def test_suite_smoke_writes_one_json_with_every_part_and_the_four_ratios(tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "suite.json"
+    bench.main(["suite", "--smoke", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["ratios"]) == {"ours_over_peft", "ours_over_floor", "merged_over_base_latency",
+                                     "loop_ours_over_hf_trainer"}
+    finite_positive_ratios(result)
+    assert set(result["train"]) == {"tiny", "tiny-gpt2"} and result["device"] == "cpu"
+    assert {"full", "floor", "ours-qkvo-r4", "peft-qv-r2"} <= result["train"]["tiny-gpt2"]["variants"].keys()
+    assert {r["variant"] for r in result["latency"]["table"]} >= {"base", "lora_merged", "adapter_h"}
+    assert {"torch", "transformers", "peft", "accelerate", "device"} <= result["machine"].keys()
+    assert result["peak_mem_mb"] > 0 and set(result["wall_s"]) == {"train/tiny", "train/tiny-gpt2", "latency", "loop"}
+    loop = result["loop"]["sides"]
+    assert loop["ours"]["steps"] == loop["hf_trainer"]["steps"] == result["loop"]["schedule"]["steps"]
+
+
+def test_suite_without_smoke_asks_for_a_gpu():
+    with pytest.raises(ValueError, match="CUDA"):
+        bench.run_suite(torch.device("cpu"), smoke=False)
+
+
+def test_loop_feeds_both_sides_the_same_batches_and_they_log_the_same_losses():
+    """Same order, batches, start weights, optimizer and schedule: the two loops train the same run, step for step."""
+    pytest.importorskip("peft")
+    from lora_repro.bench import loop
+    preset = loop.LOOP_PRESETS["smoke"]
+    template, data = loop.build(preset)
+    seen = []  # every training batch's input ids, both sides (deep copies of the template keep its hook)
+    template.bert.embeddings.register_forward_pre_hook(
+        lambda m, args, kw: seen.append(kw["input_ids"].clone()) if m.training else None, with_kwargs=True)
+    ours = loop.run_ours(template, data, preset, torch.device("cpu"))
+    n = len(seen)
+    theirs = loop.run_trainer(template, data, preset, torch.device("cpu"))
+    assert n == len(seen) - n == ours["steps"] == theirs["steps"] == loop.schedule(preset)["steps"]
+    for a, b in zip(seen[:n], seen[n:]):
+        assert torch.equal(a, b)
+    assert len(ours["losses"]) == len(theirs["losses"]) == n // preset["log_every"]
+    torch.testing.assert_close(torch.tensor(ours["losses"]), torch.tensor(theirs["losses"]), rtol=1e-4, atol=1e-5)
+    assert ours["losses"][0] != ours["losses"][-1]  # it trained
+    assert ours["epoch_cpu_s"] > 0 and theirs["epoch_cpu_s"] > 0  # the CPU clock the ratio uses on CPU
+
+
+def test_gpu_suite_names_presets_that_exist_and_the_papers_latency_grid():
+    """The GPU run cannot be tried here: at least every name it composes must resolve."""
+    from lora_repro.bench import loop, suite
+    gpu = suite.PARTS["gpu"]
+    assert set(gpu["train"]) == {"roberta-base", "gpt2-medium"} and set(gpu["train"]) <= bench.PRESETS.keys()
+    assert gpu["latency"] == "paper" and gpu["loop"] in loop.LOOP_PRESETS and not gpu["counts"]
+    assert loop.LOOP_PRESETS[gpu["loop"]]["data"] == "generated"  # nothing to download on the GPU machine
+    assert bench.median_ci(list(range(loop.LOOP_PRESETS[gpu["loop"]]["rounds"])))[0] > 0  # CI narrower than the range
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu-minilm", "roberta-base"])
+def test_loop_presets_log_as_often_on_both_sides(name):
+    """Our loop logs every log_every steps and the last; Trainer every log_every: equal when the steps divide."""
+    from lora_repro.bench import loop
+    preset = loop.LOOP_PRESETS[name]
+    assert loop.schedule(preset)["steps"] % preset["log_every"] == 0

@@ -1,7 +1,7 @@
-"""python -m lora_repro.bench {train,latency}: what LoRA costs, ours vs Hugging Face PEFT vs the frozen-base floor.
+"""python -m lora_repro.bench train: one optimizer step of each variant, ours vs Hugging Face PEFT vs the floor.
 
-`train` times one optimizer step of each variant on the same model shape, batch and sequence length, in one process,
-round-robin (every round runs every variant once, rotating the order), so machine noise falls on all of them alike:
+Every variant trains the same model shape on the same batch and sequence length, in one process, round-robin
+(lora_repro.bench.timing):
   full              full fine-tuning (every weight trains; AdamW)
   floor             the frozen-base floor: every weight frozen, only the input embeddings' output requires grad, so
                     forward + backward computes activation gradients and no weight gradient: the least work any
@@ -17,8 +17,7 @@ same round share its noise; `*_ci` is a 95% confidence interval for that median 
 the noise's distribution), so "at parity" can be told from "slower". `gflop` is the work of one forward + backward,
 counted by torch.utils.flop_counter (matrix products only), and `flops_*` its ratios: what a time ratio should be if
 every kernel ran equally fast (below 1 against the floor at small r: a LoRA model's backward stops at the first
-adapted layer, the floor's goes on to the input embeddings). Times are wall clock (synchronized) on CUDA and process CPU time on CPU: on a shared
-machine, wall time also counts the time other processes held the core.
+adapted layer, the floor's goes on to the input embeddings).
 
 Memory. On CUDA: peak allocated during a step minus what was allocated before it, plus the optimizer state
 (`peak_mem_mb`; the frozen weights, the same for every variant, are left out). On CPU no allocator reports a peak
@@ -27,37 +26,21 @@ count what a step adds to memory, by variant, exactly: the bytes autograd saves 
 through saved_tensors_hooks, parameters excluded), plus the parameter gradients, plus the optimizer state
 (`train_state_mb`, also reported on CUDA). It is deterministic, so ours/PEFT memory is not noisy.
 
-`latency` is the paper's Table 1: one forward pass of GPT-2 medium (random init, no LM head) for base, LoRA merged,
-LoRA unmerged, Adapter^L and Adapter^H (conf/method/adapter_{l,h}.yaml), warm-up then many trials, round-robin;
-mean, std and overhead in % of base (of the means, as the paper; and paired: median over trials of the per-trial ratio). The paper's grid (batch/seq 32/512, 16/256, 1/128) on CUDA; on CPU a reduced
-grid (2 blocks of GPT-2 medium's width, short sequences) unless --grid paper.
-
-On CPU the default is one thread (--threads): on a shared machine, OpenMP's 2-thread barriers wait on descheduled
-threads and small GEMMs (LoRA's) become slower than on one thread; one thread gives steadier, fairer timings.
+On CUDA every forward runs under bf16 autocast (fp32 weights and optimizer state, bf16 matrix products).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
-import platform
 import statistics
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
-from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, GPT2Model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from lora_repro.bench.machine import machine, require_peft
+from lora_repro.bench.timing import iqr, paired_ci, paired_ratio, time_round_robin
 from lora_repro.lora import apply_lora, lora_layers, merge_lora
-from lora_repro.methods import apply_method
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 # Model shapes (random init from transformers configs; dropout off so every variant does the same work), batch, seq,
 # LoRA ranks and round counts. Dropout-free BERT/GPT-2 blocks; heads: sequence classification (BERT/RoBERTa) or LM.
@@ -88,36 +71,6 @@ PEFT_MODULES = {"bert": {"q": "query", "k": "key", "v": "value", "o": "attention
                 "gpt2": {"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "attn.c_proj"}}
 PEFT_MODULES["roberta"] = PEFT_MODULES["bert"]
 
-
-def machine() -> dict:
-    """Where the numbers come from: CPU model, cores, threads, accelerator, torch and transformers versions."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import transformers
-    info = dict(cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
-                transformers=transformers.__version__, device="cpu")
-    if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name()
-    try:
-        import peft
-        info["peft"] = peft.__version__
-    except ImportError:
-        pass
-    return info
-
-
-def require_peft():
-    """The peft package, or an ImportError saying how to get it."""
-    try:
-        import peft
-    except ImportError:
-        raise ImportError("the benchmark compares against Hugging Face PEFT, which is not installed; "
-                          "install it with: pip install 'lora-repro[bench]'  (or pip install 'peft>=0.10')") from None
-    return peft
 
 
 def build_model(preset: dict, seed: int = 0) -> nn.Module:
@@ -196,52 +149,6 @@ def train_step(v: Variant, batch: dict) -> None:
         v.optimizer.zero_grad(set_to_none=True)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def clock(device: torch.device) -> Callable[[], float]:
-    """CPU: this process's CPU time (with one thread, the work it did, not the time other workers took the core);
-    CUDA: wall time after a synchronize."""
-    return time.perf_counter if device.type == "cuda" else time.process_time
-
-
-def time_round_robin(fns: dict[str, Callable[[], None]], warmup: int, trials: int, device: torch.device
-                     ) -> dict[str, list[float]]:
-    """Seconds per call of each fn: `warmup` untimed rounds, then `trials` rounds, each running every fn once in an
-    order rotated by one per round (so no variant always runs first, after the same neighbour)."""
-    names, times, now = list(fns), {n: [] for n in fns}, clock(device)
-    for i in range(warmup + trials):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
-            sync(device)
-            start = now()
-            fns[name]()
-            sync(device)
-            if i >= warmup:
-                times[name].append(now() - start)
-    return times
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a[i] / b[i]: two variants timed in the same round share that round's machine noise."""
-    return statistics.median(x / y for x, y in zip(a, b))
-
-
-def median_ci(xs: list[float], level: float = 0.95) -> list[float]:
-    """[x_(j), x_(n+1-j)], the narrowest order-statistic interval that covers the median with probability >= level
-    (the sign test's: P(Binomial(n, 1/2) <= j - 1) <= (1 - level) / 2); the whole range when n is too small for it."""
-    xs, n = sorted(xs), len(xs)
-    j, tail = 1, 0.5 ** n  # tail = P(Binomial(n, 1/2) <= j - 1)
-    while j < n and 2 * (tail + math.comb(n, j) * 0.5 ** n) <= 1 - level:
-        tail += math.comb(n, j) * 0.5 ** n
-        j += 1
-    return [xs[j - 1], xs[n - j]] if 2 * tail <= 1 - level else [xs[0], xs[-1]]
-
-
-def paired_ci(a: list[float], b: list[float]) -> list[float]:
-    return median_ci([x / y for x, y in zip(a, b)])
 
 
 def nbytes(tensors) -> int:
@@ -349,75 +256,6 @@ def run_train(preset_name: str, device: torch.device, steps: int | None = None, 
                 ratios_by_setting=by_setting, latency_s=lat, variants=rows)
 
 
-def iqr(xs: list[float]) -> float:
-    if len(xs) < 4:
-        return 0.0
-    q = statistics.quantiles(xs, n=4)
-    return q[2] - q[0]
-
-
-# --- Table 1: inference latency -------------------------------------------------------------------------------
-
-PAPER_GRID = ((32, 512), (16, 256), (1, 128))
-CPU_GRID = ((1, 8), (1, 32), (1, 128))  # batch 1 / short sequences: where adapters' extra sequential work shows
-
-
-def latency_models(layers: int | None, device: torch.device) -> dict[str, nn.Module]:
-    """GPT-2 medium (random init; `layers` blocks if given) as base, LoRA merged / unmerged, Adapter^L, Adapter^H."""
-    def fresh():
-        torch.manual_seed(0)
-        # no LM head: the vocabulary only sets the embedding table's size (init time), not the forward's work
-        cfg = GPT2Config(n_embd=1024, n_head=16, n_layer=layers or 24, vocab_size=1024, bos_token_id=0, eos_token_id=0,
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        return GPT2Model(cfg)
-
-    def lora():
-        model = apply_lora(fresh(), targets=("q", "v"), r=4, alpha=32)  # the paper's GPT-2 M setting (Sec. 6.3)
-        with torch.no_grad():  # a trained B is non-zero; make the unmerged path do real work
-            for name, p in model.named_parameters():
-                if name.endswith("lora_B"):
-                    p.normal_(std=0.01)
-        return model
-
-    models = {"base": fresh(), "lora_merged": merge_lora(lora()), "lora_unmerged": lora(),
-              "adapter_l": apply_method(fresh(), OmegaConf.load(CONF / "adapter_l.yaml")),
-              "adapter_h": apply_method(fresh(), OmegaConf.load(CONF / "adapter_h.yaml"))}
-    return {k: m.to(device).eval() for k, m in models.items()}
-
-
-def run_latency(device: torch.device, grid: str = "auto", trials: int | None = None, warmup: int = 3,
-                layers: int | None = None) -> dict:
-    """Forward latency of each Table 1 variant at each (batch, seq): mean, std, median, overhead % of base."""
-    paper = grid == "paper" or (grid == "auto" and device.type == "cuda")
-    if grid == "tiny":
-        settings, layers = ((1, 8),), layers or 1
-    elif paper:
-        settings = PAPER_GRID
-    else:
-        settings, layers = CPU_GRID, layers or 2
-    trials = trials or (100 if device.type == "cuda" else 50)
-    models = latency_models(layers, device)
-    table = []
-    for batch, seq in settings:
-        ids = torch.randint(0, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
-        fns = {k: (lambda m=m: m(input_ids=ids)) for k, m in models.items()}
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            times = time_round_robin(fns, warmup, trials, device)
-        base = statistics.mean(times["base"])
-        for k, ts in times.items():
-            table.append(dict(batch=batch, seq=seq, variant=k, mean_ms=1e3 * statistics.mean(ts),
-                              std_ms=1e3 * statistics.stdev(ts) if len(ts) > 1 else 0.0,
-                              median_ms=1e3 * statistics.median(ts), overhead_pct=100 * (statistics.mean(ts) / base - 1),
-                              paired_overhead_pct=100 * (paired_ratio(ts, times["base"]) - 1)))
-    merged = [1 + r["paired_overhead_pct"] / 100 for r in table if r["variant"] == "lora_merged"]
-    note = ("the paper's grid, GPT-2 medium (24 blocks)" if paper else
-            f"reduced grid for CPU: GPT-2 medium width, {layers} of its 24 blocks, (batch, seq) in {list(settings)}; "
-            "--grid paper for the paper's")
-    return dict(command="latency", grid=note, layers=layers or 24, trials=trials, warmup=warmup, machine=machine(),
-                ratios={"merged_over_base_latency": max(merged)}, table=table)
-
-
-# --- command line -------------------------------------------------------------------------------------------------
 
 def print_train(result: dict) -> None:
     print(f"preset {result['preset']} ({result['arch']}, batch {result['batch']} x seq {result['seq']}, "
@@ -438,53 +276,3 @@ def print_train(result: dict) -> None:
     print("ratios (" + result["ratios_note"] + "): " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()))
 
 
-def print_latency(result: dict) -> None:
-    print(f"forward latency, {result['grid']}; {result['trials']} trials on {result['machine']['device']} / "
-          f"{result['machine']['cpu']}, {result['machine']['threads']} thread(s)")
-    print(f"{'batch':>5}{'seq':>6}  {'variant':<14}{'mean ms':>10}{'std':>8}{'median':>9}{'overhead %':>12}"
-          f"{'paired %':>10}")
-    for r in result["table"]:
-        print(f"{r['batch']:>5}{r['seq']:>6}  {r['variant']:<14}{r['mean_ms']:>10.2f}{r['std_ms']:>8.2f}"
-              f"{r['median_ms']:>9.2f}{r['overhead_pct']:>12.1f}{r['paired_overhead_pct']:>10.1f}")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m lora_repro.bench", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="step time and memory: full FT, floor, ours, PEFT")
-    train.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
-    train.add_argument("--steps", type=int, help="timed rounds (default: the preset's)")
-    train.add_argument("--warmup", type=int, help="untimed rounds first (default: the preset's)")
-    train.add_argument("--reference", action="store_true",
-                       help="time our LoRA's plain reference forward instead of the fast path (before/after)")
-    lat = sub.add_parser("latency", help="paper Table 1: forward latency of base, LoRA, adapters")
-    lat.add_argument("--grid", default="auto", choices=["auto", "paper", "reduced", "tiny"],
-                     help="auto: the paper's on CUDA, reduced on CPU; tiny: for tests")
-    lat.add_argument("--trials", type=int)
-    lat.add_argument("--layers", type=int, help="GPT-2 medium blocks to keep (default: 24, 2 on the reduced grid)")
-    for p in (train, lat):
-        p.add_argument("--out", type=Path, help="write the result as JSON here")
-        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-        p.add_argument("--threads", type=int, default=1,
-                       help="CPU threads (default 1: steadier on a shared machine; see the module docstring)")
-    args = parser.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    if args.command == "train":
-        result = run_train(args.preset, device, args.steps, args.warmup, fast=not args.reference)
-        print_train(result)
-    else:
-        result = run_latency(device, args.grid, args.trials, layers=args.layers)
-        print_latency(result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    for key, value in result["ratios"].items():
-        if not (math.isfinite(value) and value > 0):
-            raise FloatingPointError(f"ratio {key} = {value}: the timing went wrong")
-    return result
-
-
-if __name__ == "__main__":
-    main()
