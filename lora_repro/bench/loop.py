@@ -110,6 +110,7 @@ def run_ours(template: torch.nn.Module, data: TaskData, preset: dict, device: to
     cfg = OmegaConf.create(dict(epochs=s["epochs"], batch_size=s["batch_size"], grad_accum=1, global_batch_size=None,
                                 eval_batch_size=64, lr=s["lr"], warmup_ratio=0.0, warmup_steps=s["warmup_steps"],
                                 weight_decay=s["weight_decay"], max_grad_norm=s["max_grad_norm"],
+                                adam_eps=1e-8, precision="bf16",  # Trainer's adam_epsilon; bf16 autocast on CUDA
                                 log_every=s["log_every"], checkpoint_every=0, data_order_seed=0, eval_each_epoch=False))
     records: list[dict] = []
     start = time.perf_counter()
