@@ -9,7 +9,6 @@ import traceback
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -32,11 +31,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = distributed.setup(pick_device(cfg.device))
     run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
-    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # the "pre-trained" W0 of a tiny model: same for every seed
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
-    tokenizer = load_tokenizer(cfg.model) if cfg.task.name != "synthetic" else None
-    data = load_task(cfg.task, model, tokenizer)
+    # the run seed drives the head init, the method's init, dropout and (train.data_order_seed) the data order, as HF
+    # Trainer's set_seed before model creation; model.init_seed fixes only a tiny model's W0 (models.load_model)
     seed_everything(int(cfg.seed))
+    synthetic = cfg.task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
+    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
+                       fresh_head=not synthetic)
+    tokenizer = load_tokenizer(cfg.model) if not synthetic else None
+    data = load_task(cfg.task, model, tokenizer)
     apply_method(model, cfg.method)
     logger = Logger(run_dir, cfg)
     counts = {"trainable_params": count_trainable(model), "head_params": count_head(model),
