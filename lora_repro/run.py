@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lora_repro import distributed
+from lora_repro.init_adapter import init_from_adapter
 from lora_repro.methods import apply_method, count_head, count_trainable
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
@@ -40,6 +41,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.model) if not synthetic else None
     data = load_task(cfg.task, model, tokenizer)
     apply_method(model, cfg.method)
+    started = None
+    if cfg.method.get("init_adapter"):  # App. D.1: MRPC, RTE, STS-B start from the MNLI adapter
+        started = init_from_adapter(model, cfg.method.init_adapter, bool(cfg.method.get("init_keep_head", False)))
+        log.info("started from %s: %d tensors loaded, head %s", started["path"], started["tensors_loaded"],
+                 started["head"])
     logger = Logger(run_dir, cfg)
     counts = {"trainable_params": count_trainable(model), "head_params": count_head(model),
               "total_params": sum(p.numel() for p in model.parameters())}
@@ -49,7 +55,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
                   "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
                   "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
-                  "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), **counts, **result,
+                  "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), "init_adapter": started,
+                  **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         if distributed.is_main():
             write_json(run_dir / "metrics.json", record)

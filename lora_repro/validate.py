@@ -1,6 +1,8 @@
 """Check a run's config before any work: each wrong field is one error naming the field, its value and the choices."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from lora_repro import distributed, lora, methods, targets, tasks
@@ -23,6 +25,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         if cfg.task.get("data_dir"):
             e2e.check_data_dir(cfg.task)
     methods.check_name(cfg.method)
+    if cfg.method.get("init_adapter") and not Path(cfg.method.init_adapter).exists():
+        raise FileNotFoundError(f"method.init_adapter={cfg.method.init_adapter!r} does not exist; valid choices: a "
+                                f"run directory, an adapter.safetensors file, a loralib .bin, or null (start from W0)")
     if cfg.method.name == "lora":
         targets.check_targets(cfg.method.get("targets") or [])
         lora.check_hparams(cfg.method.get("r"), cfg.method.get("alpha"), cfg.method.get("dropout", 0.0),
