@@ -87,8 +87,28 @@ def test_adapter_d_drops_the_adapters_of_the_lowest_blocks():
 
 
 def test_adapter_d_refuses_to_drop_every_block():
-    with pytest.raises(ValueError, match="method.drop_layers=2"):
+    with pytest.raises(ValueError, match=r"method.drop_layers=2 must leave .* valid choices: 0..1"):
         apply_method(tiny("bert"), method("adapter_d", drop_layers=2))
+
+
+@pytest.mark.parametrize("depth, dropped", [(1, 0), (2, 1), (6, 3), (12, 5), (24, 10), (48, 20)])
+def test_adapter_d_default_drops_five_twelfths_of_any_depth(depth, dropped):
+    # AdapterDrop's 5 of RoBERTa-base's 12 blocks, scaled, and never every block
+    model = apply_method(tiny("bert", num_hidden_layers=depth), method("adapter_d", bottleneck=2))
+    assert {int(n.split(".")[3]) for n in trainable(model)} == set(range(dropped, depth))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "method").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_methods_default_config_trains_on_the_default_model(path):
+    from lora_repro.models import load_model
+    cfg = compose(f"method={path.stem}")  # conf/config.yaml's defaults: tiny-bert on the synthetic task
+    assert cfg.model.name == "tiny-bert" and cfg.task.name == "synthetic"
+    model = apply_method(load_model(cfg.model, "classification", 8, "regression"), cfg.method)
+    ids = torch.randint(5, 256, (2, int(cfg.task.seq_len)))
+    loss = model(input_ids=ids, labels=torch.randn(2, 8)).loss
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and not is_head(n)]
+    assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_gpt2_adapters_sit_on_attn_and_mlp_output_projections():
@@ -204,7 +224,7 @@ def compose(*overrides: str):
 def test_every_baseline_composes_as_method_override(name):
     cfg = compose(f"method={name}")
     assert cfg.method.name == name
-    model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)  # deeper than adapter_d's drop_layers: 5
+    model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)
     assert 0 < count_trainable(model) < sum(p.numel() for p in model.parameters())
 
 

@@ -136,3 +136,11 @@ def test_left_padded_beam_search_with_a_prefix_equals_one_by_one(name):
     mrs = ["name[Alimentum]", "name[The Eagle], food[French], area[riverside]"]
     tok, cpu = byte_tokenizer(), torch.device("cpu")
     assert e2e.generate(model, tok, mrs, cfg, cpu, 2) == [e2e.generate(model, tok, [m], cfg, cpu, 1)[0] for m in mrs]
+
+
+def test_too_many_special_tokens_for_the_positions_is_a_clear_error():
+    model = apply_method(tiny("roberta", max_position_embeddings=20), method("prefix_embed", prefix_len=8, infix_len=2))
+    with pytest.raises(ValueError, match=r"method.prefix_len=8 \+ method.infix_len=2 \+ the input's 9 tokens exceed "
+                                         r"the model's 18 positions"):
+        model(input_ids=torch.randint(5, 100, (1, 9)))
+    assert model(input_ids=torch.randint(5, 100, (1, 8))).logits.shape == (1, 2)  # 8 + 10 = 18 fits

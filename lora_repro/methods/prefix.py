@@ -74,6 +74,7 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
     ids = kwargs.pop("input_ids", None)
     embeds = kwargs.get("inputs_embeds")
     embeds = base.get_input_embeddings()(ids) if embeds is None else embeds
+    check_positions(base.config, embeds.shape[1], prefix)
     # PreEmbed: the special tokens' word embeddings are the trainable vectors; PreLayer: zeros here, since every
     # block's input at those positions is overwritten by its own trainable activations (_overwrite_layer)
     new = prefix.weight[0] if prefix.mode == "embed" else embeds.new_zeros(prefix.weight.shape[1:])
@@ -82,6 +83,20 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
         if kwargs.get(key) is not None:  # (batch, seq) -> (batch, l_p + seq + l_i); the special tokens are seen
             kwargs[key] = prefix.insert(kwargs[key], kwargs[key].new_full(prefix.weight.shape[1:2], fill))
     return (), kwargs
+
+
+def check_positions(config, seq_len: int, prefix: PrefixTokens) -> None:
+    """Absolute position embeddings must cover the input plus the special tokens, or a ValueError saying what to cut."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    if config.model_type == "roberta":  # RoBERTa's positions start after padding_idx
+        limit -= config.pad_token_id + 1
+    n_new = prefix.prefix_len + prefix.infix_len
+    if seq_len + n_new > limit:
+        raise ValueError(f"method.prefix_len={prefix.prefix_len} + method.infix_len={prefix.infix_len} + the input's "
+                         f"{seq_len} tokens exceed the model's {limit} positions; lower method.prefix_len, "
+                         f"method.infix_len or the task's sequence length")
 
 
 def _remove_tokens(base: nn.Module, args: tuple, kwargs: dict, output):
