@@ -16,6 +16,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     if cfg.task.name == "glue":
         from lora_repro.tasks import glue
         spec = glue.subset(cfg.task)
+        if cfg.task.get("bad_rows", "error") not in glue.BAD_ROWS:
+            raise ValueError(f"task.bad_rows={cfg.task.bad_rows!r} is not a choice; "
+                             f"valid choices: {list(glue.BAD_ROWS)}")
         if cfg.task.get("data_dir"):
             glue.check_data_dir(cfg.task, spec)
     if cfg.task.name == "e2e":
