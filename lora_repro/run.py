@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lora_repro import distributed
 from lora_repro.init_adapter import init_from_adapter
-from lora_repro.methods import apply_method, count_head, count_trainable
+from lora_repro.methods import apply_method, count_head, count_trainable, method_size
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
 from lora_repro.tasks import head_kind, load_task, num_labels
@@ -55,6 +55,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
                   "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
                   "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
+                  "size": method_size(cfg.method), "dagger": bool(cfg.get("dagger", False)),
                   "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), "init_adapter": started,
                   **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}

@@ -13,6 +13,20 @@ METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_t
            "prefix_embed": prefix.apply_embed, "prefix_layer": prefix.apply_layer}
 
 
+def method_size(method_cfg: DictConfig) -> int | None:
+    """The knob that sets a method's size (one results cell per size, joined to the paper row of that size): the
+    adapter bottleneck, the number of prefix + infix tokens, the top-k blocks, LoRA's r; None for full FT, BitFit."""
+    cfg = method_cfg
+    if "bottleneck" in cfg:
+        return int(cfg.bottleneck)
+    if "prefix_len" in cfg:
+        return int(cfg.prefix_len) + int(cfg.get("infix_len", 0))
+    for key in ("k", "r"):
+        if key in cfg:
+            return int(cfg[key])
+    return None
+
+
 def check_name(method_cfg: DictConfig) -> str:
     name = method_cfg.get("name")
     if name not in METHODS:
