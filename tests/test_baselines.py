@@ -247,12 +247,35 @@ def sweep_methods(experiment: str) -> list[str]:
 
 def test_glue_baselines_runs_every_table_2_row_with_the_papers_per_method_settings():
     assert sweep_methods("glue_baselines") == ["full", "bitfit", "adapter_d", "adapter_p", "adapter_p_small",
-                                               "adapter_h", "adapter_h_small", "lora"]
+                                               "adapter_h", "adapter_h_small", "lora", "lora_dagger"]
     small = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p_small")
     large = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p")
     assert (small.method.bottleneck, small.train.lr, small.train.epochs) == (16, 3e-4, 5)  # Table 9 †, Adpt^P 0.8M
     assert (large.method.bottleneck, large.train.lr, large.train.epochs) == (64, 3e-5, 10)  # Adpt^P 3M
     assert small.train.batch_size == 32 and small.task.max_seq_len == 128
+    assert small.dagger and large.dagger  # the adapter rows are Table 2's †
+
+
+# Table 9's LoRA† rows (RoBERTa-large): epochs and lr per task; batch 4, seq 128, r 8, alpha 16 for all
+LORA_DAGGER = {"mnli": (10, 3e-4), "sst2": (10, 4e-4), "mrpc": (20, 3e-4), "cola": (20, 2e-4), "qnli": (10, 2e-4),
+               "qqp": (20, 3e-4), "rte": (20, 4e-4), "stsb": (10, 2e-4)}
+
+
+@pytest.mark.parametrize("task", LORA_DAGGER)
+def test_lora_dagger_has_table_9s_dagger_settings_and_never_starts_from_mnli(task):
+    cfg = compose("model=roberta-large", "method=lora_dagger", f"task=glue/{task}", "mnli_adapter=/some/mnli/run")
+    assert (cfg.train.epochs, cfg.train.lr) == LORA_DAGGER[task]
+    assert (cfg.method.name, cfg.method.r, cfg.method.alpha, cfg.task.max_seq_len, cfg.train.batch_size) == \
+        ("lora", 8, 16, 128, 4)
+    assert cfg.dagger is True and cfg.method.init_adapter is None
+    plain = compose("model=roberta-large", "method=lora", f"task=glue/{task}", "mnli_adapter=/some/mnli/run")
+    assert plain.dagger is False
+    assert plain.method.init_adapter == ("/some/mnli/run" if task in ("mrpc", "rte", "stsb") else None)
+
+
+def test_lora_dagger_counts_table_2s_0_8m_on_roberta_large():
+    model = apply_method(on_meta(ROBERTA_LARGE), compose("method=lora_dagger", "model=roberta-large").method)
+    assert count_trainable(model) == 786_432
 
 
 def test_e2e_baselines_runs_every_table_3_row_on_gpt2_medium():
