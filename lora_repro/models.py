@@ -11,7 +11,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PreTrainedTokenizerFast)
 
-HEADS = ("classifier", "score")  # new, task-specific modules: trained by every method, counted apart (Table 2)
+# new, task-specific modules: trained by every method, counted apart (Table 2). "pooler" is a top-level module only in
+# DeBERTa-v2's classifier (ContextPooler, not in the pre-trained checkpoint), which the reference trains with the head
+# (it trains every parameter outside the backbone); BERT's and RoBERTa's poolers sit inside the backbone, frozen
+HEADS = ("classifier", "score", "pooler")
 CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2")  # tiny configs of these get the byte-level tokenizer
 EOS = "<|endoftext|>"
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
@@ -44,6 +47,7 @@ def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 
     the init_seed head: the synthetic task's teacher head, part of its ground truth)."""
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
+    extra.update(OmegaConf.to_container(cfg.config_overrides) if cfg.get("config_overrides") else {})
     if cfg.get("path"):
         return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.get("config"):

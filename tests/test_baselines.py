@@ -323,3 +323,48 @@ def test_a_few_steps_lower_the_loss_and_the_trained_weights_round_trip(name, kin
         assert not torch.allclose(fresh(input_ids=batch).logits, trained)
         load_lora(fresh, tmp_path / "trained.safetensors")
         torch.testing.assert_close(fresh(input_ids=batch).logits, trained)
+
+
+# PAPER.md 2.3, DeBERTa-V2-XXL LoRA: (batch, lr, epochs, weight decay, cls dropout, max len, warmup steps; 0 = ratio)
+DEBERTA = {"mnli": (8, 1e-4, 5, 0.0, 0.15, 256, 1000), "sst2": (8, 6e-5, 16, 0.01, 0.0, 128, 1000),
+           "mrpc": (32, 2e-4, 30, 0.01, 0.0, 128, 0), "cola": (4, 1.3e-4, 10, 0.0, 0.1, 64, 100),
+           "qnli": (6, 1e-4, 8, 0.01, 0.1, 512, 500), "qqp": (8, 1e-4, 11, 0.01, 0.2, 320, 10000),
+           "rte": (4, 2.6e-4, 11, 0.01, 0.2, 320, 50), "stsb": (4, 2e-4, 10, 0.1, 0.2, 128, 100)}
+
+
+@pytest.mark.parametrize("task", DEBERTA)
+def test_deberta_xxl_configs_carry_the_scripts_settings(task):
+    cfg = compose("model=deberta-v2-xxlarge", f"task=glue/{task}", "mnli_adapter=/mnli")
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.epochs, t.weight_decay, cfg.model.config_overrides.cls_dropout,
+            cfg.task.max_seq_len, t.warmup_steps) == DEBERTA[task]
+    assert t.warmup_ratio == 0.1 and (cfg.method.r, cfg.method.alpha, cfg.method.init) == (16, 32, "normal")
+    assert cfg.method.init_adapter == ("/mnli" if task in ("mrpc", "rte", "stsb") else None)
+
+
+def test_deberta_xxl_lora_counts_table_2s_4_7m_and_its_pooler_is_head():
+    from transformers import DebertaV2Config
+    xxl = DebertaV2Config(vocab_size=128100, hidden_size=1536, num_hidden_layers=48, num_attention_heads=24,
+                          intermediate_size=6144, relative_attention=True, position_buckets=256,
+                          pos_att_type=["p2c", "c2p"], share_att_key=True, position_biased_input=False)
+    model = apply_method(on_meta(xxl), compose("model=deberta-v2-xxlarge", "task=glue/rte").method)
+    assert count_trainable(model) == 2 * 48 * 2 * 1536 * 16 == 4_718_592
+    head = {n for n, p in model.named_parameters() if is_head(n)}
+    assert head == {"pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"}
+    assert all(p.requires_grad for n, p in model.named_parameters() if n in head)
+
+
+def test_lora_init_normal_draws_a_from_n_0_002_and_cls_dropout_reaches_the_model():
+    from lora_repro.models import load_model
+    torch.manual_seed(0)
+    model = apply_method(tiny("deberta-v2", hidden_size=256, num_attention_heads=4),
+                         method("lora", r=16, alpha=32, init="normal", init_std=0.02))
+    A = torch.cat([m.lora_A.flatten() for n, m in model.named_modules() if hasattr(m, "lora_A")])
+    assert A.numel() == 2 * 2 * 16 * 256 and abs(A.std().item() - 0.02) < 0.001 and abs(A.mean().item()) < 0.001
+    cfg = OmegaConf.create({"name": "t", "config": {"model_type": "deberta-v2", **TINY_DEBERTA},
+                            "config_overrides": {"cls_dropout": 0.15}})
+    loaded = load_model(cfg, "classification", 3)
+    assert loaded.config.cls_dropout == 0.15 and loaded.dropout.p == 0.15
+
+
+TINY_DEBERTA = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100)
