@@ -368,3 +368,18 @@ def test_lora_init_normal_draws_a_from_n_0_002_and_cls_dropout_reaches_the_model
 
 
 TINY_DEBERTA = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+
+
+@pytest.mark.parametrize("model", ["roberta-base", "roberta-large"])
+def test_ft_bitfit_and_adapter_d_rows_have_their_own_settings_not_the_generic_defaults(model):
+    generic = compose("task=glue/rte").train  # what a row without a paper file would get: lr 5e-4, 3 epochs
+    ft = compose(f"model={model}", "method=full", "task=glue/rte").train
+    assert (ft.lr, ft.epochs, ft.global_batch_size) == ((2e-5 if model == "roberta-base" else 1e-5), 10, 32)
+    bitfit = compose(f"model={model}", "method=bitfit", "task=glue/rte").train
+    assert (bitfit.lr, bitfit.epochs, bitfit.batch_size, bitfit.global_batch_size) == (5e-4, 80, 32, 256)
+    adapter_d = compose(f"model={model}", "method=adapter_d", "task=glue/rte")
+    assert (adapter_d.train.lr, adapter_d.train.epochs, adapter_d.task.max_seq_len) == (3e-4, 20, 128)
+    assert adapter_d.dagger is False and (generic.lr, generic.epochs) == (5e-4, 3)
+    for name in ("full", "bitfit", "adapter_d"):
+        text = (ROOT / "conf" / "paper" / model / name / "glue" / "rte.yaml").read_text()
+        assert "OUR CHOICE" in text and ("copied from" in text or "copies these numbers" in text)
