@@ -89,13 +89,22 @@ def grad_accum(cfg: DictConfig, world: int) -> int:
 
 class ShardedBatches(torch.utils.data.Sampler):
     """Rank k of W takes batches k, k+W, k+2W, ... of the one-process batch order: W processes accumulating
-    accum/W micro-batches each train on the same global batches as one process accumulating accum."""
+    accum/W micro-batches each train on the same global batches as one process accumulating accum. When the
+    batches do not split evenly, the ranks short of one get a repeat of the epoch's first batches (as
+    DistributedSampler pads), which the loop weights 0 (train.micro_weight): every rank runs the same count."""
 
     def __init__(self, batches: torch.utils.data.BatchSampler, rank: int, world: int):
         self.batches, self.rank, self.world = batches, rank, world
 
     def __iter__(self):
-        return itertools.islice(iter(self.batches), self.rank, None, self.world)
+        # lazily (a generator: nothing is drawn before the loader's first batch), so the data-order generator is
+        # consumed in the order one process consumes it
+        if len(self.batches) % self.world == 0:
+            yield from itertools.islice(iter(self.batches), self.rank, None, self.world)
+            return
+        order = list(self.batches)
+        padded = order + order[:len(self) * self.world - len(order)]
+        yield from itertools.islice(padded, self.rank, None, self.world)
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.batches), self.world))
+        return -(-len(self.batches) // self.world)  # ceil: the same on every rank

@@ -14,7 +14,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lora_repro.targets import resolve_targets
 
-INITS = ("kaiming", "gaussian")
+INITS = ("kaiming", "gaussian", "normal")
 
 
 def check_hparams(r, alpha, dropout, init: str = "kaiming") -> None:
@@ -39,7 +39,7 @@ class LoRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "kaiming",
-                 slices: tuple[int, ...] = (0,), n_slices: int = 1):
+                 slices: tuple[int, ...] = (0,), n_slices: int = 1, init_std: float = 0.02):
         super().__init__()
         check_hparams(r, alpha, dropout, init)
         # Keep the base layer's own Parameters (same names in the state dict: weight, bias), frozen.
@@ -60,8 +60,10 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(n * self.d_slice, r, **kw))  # (n d_slice, r): B = 0, so ΔW = 0 at start
         if init == "kaiming":  # the reference code: nn.Linear's default init, U(-1/sqrt(d_in), 1/sqrt(d_in))
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        else:  # the paper's text: "random Gaussian initialization for A"; std 1/r as in PEFT
+        elif init == "gaussian":  # the paper's text: "random Gaussian initialization for A"; std 1/r as in PEFT
             nn.init.normal_(self.lora_A, std=1.0 / r)
+        else:  # "normal": the DeBERTa-v2 reference's _init_weights, A ~ N(0, initializer_range = 0.02) (PAPER.md 1.3)
+            nn.init.normal_(self.lora_A, std=init_std)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # the adapted output slices as an index, made once (not per forward); not part of the state dict
         self.register_buffer("slice_index", torch.tensor(self.slices, device=self.weight.device), persistent=False)
@@ -174,7 +176,7 @@ class _LoRAUpdate(torch.autograd.Function):
 
 
 def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 8, dropout: float = 0.0,
-               init: str = "kaiming") -> nn.Module:
+               init: str = "kaiming", init_std: float = 0.02) -> nn.Module:
     """Freeze every weight of `model` and put a trainable LoRA update on each target (paper names q k v o mlp)."""
     check_hparams(r, alpha, dropout, init)
     for p in model.parameters():
@@ -186,7 +188,7 @@ def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 
             raise ValueError(f"method.r={r} is larger than the layer {site.module} allows "
                              f"(min(d_in, d_out) = {min(d_in, d_out // site.n_slices)})")
         parent, _, child = site.module.rpartition(".")
-        layer = LoRALinear(base, r, alpha, dropout, init, site.slices, site.n_slices)
+        layer = LoRALinear(base, r, alpha, dropout, init, site.slices, site.n_slices, init_std)
         setattr(model.get_submodule(parent) if parent else model, child, layer)
     return model
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PreTrainedTokenizerFast)
 
-HEADS = ("classifier", "score")  # new, task-specific modules: trained by every method, counted apart (Table 2)
+# new, task-specific modules: trained by every method, counted apart (Table 2). "pooler" is a top-level module only in
+# DeBERTa-v2's classifier (ContextPooler, not in the pre-trained checkpoint), which the reference trains with the head
+# (it trains every parameter outside the backbone); BERT's and RoBERTa's poolers sit inside the backbone, frozen
+HEADS = ("classifier", "score", "pooler")
 CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2")  # tiny configs of these get the byte-level tokenizer
 EOS = "<|endoftext|>"
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
@@ -33,20 +37,35 @@ def check_model_dir(path: str) -> Path:
     return folder
 
 
-def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None
-               ) -> nn.Module:
+def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
+               fresh_head: bool = True) -> nn.Module:
     """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
 
-    model.config_overrides (set by a task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config.
-    """
+    Seed torch first (the run seed, as HF Trainer's set_seed before model creation): the new head of a pretrained
+    model draws from that stream. A tiny model's "pre-trained" W0 draws from model.init_seed instead, on a forked RNG,
+    so it is the same for every run seed; its head is then drawn again from the run's stream (fresh_head=False keeps
+    the init_seed head: the synthetic task's teacher head, part of its ground truth). model.config_overrides (set by a
+    task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config."""
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
     extra.update(OmegaConf.to_container(cfg.config_overrides) if cfg.get("config_overrides") else {})
     if cfg.get("path"):
         return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.get("config"):
-        return auto.from_config(local_config(cfg, **extra))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("init_seed", 0)))
+            model = auto.from_config(local_config(cfg, **extra))
+        return init_head(model) if fresh_head else model
     return auto.from_pretrained(cfg.name, **extra)
+
+
+@torch.no_grad()
+def init_head(model: nn.Module) -> nn.Module:
+    """Draw the task head's weights again from torch's current RNG, with the model's own init (_init_weights)."""
+    for name, module in model.named_modules():
+        if name and is_head(name):
+            model._init_weights(module)
+    return model
 
 
 def local_config(cfg: DictConfig, **extra):

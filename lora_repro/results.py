@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "alpha", "seed", "trainable_params",
-           "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s", "tokens_per_s", "peak_mem_mb"]
-CELL = ["experiment", "model", "task", "method", "targets", "r"]  # one cell of a paper table: its runs differ by seed
+from lora_repro.methods import method_size
+
+COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger", "alpha", "seed",
+           "trainable_params", "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s",
+           "tokens_per_s", "peak_mem_mb"]
+# one cell of a paper table: its runs differ by seed only. size (the adapter bottleneck, prefix length, ...) keeps
+# each size of a method apart (Adpt^H 6M and 0.8M are two rows); dagger keeps Table 2's † setup apart
+CELL = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger"]
 STATS = ("median", "mean", "auto")
 
 
@@ -22,6 +28,9 @@ def collect(folder: str | Path) -> pd.DataFrame:
         rec = json.loads(path.read_text())
         row = {k: rec.get(k) for k in COLUMNS if k != "score"}
         row["targets"] = ",".join(rec["targets"]) if rec.get("targets") else None
+        row["dagger"] = bool(rec.get("dagger", False))  # runs recorded before the field: the paper's own setup
+        if "size" not in rec and rec.get("config"):  # recorded before the field: from the run's method config
+            row["size"] = method_size(OmegaConf.create(rec["config"]["method"]))
         row["score"] = rec["metrics"][rec["main_metric"]]
         row.update({f"metric.{k}": v for k, v in rec["metrics"].items()})
         row["run_dir"] = str(path.parent)

@@ -9,13 +9,13 @@ import traceback
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lora_repro import distributed
-from lora_repro.methods import apply_method, count_head, count_trainable
+from lora_repro.init_adapter import init_from_adapter
+from lora_repro.methods import apply_method, count_head, count_trainable, method_size
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
 from lora_repro.tasks import head_kind, load_task, num_labels
@@ -32,12 +32,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = distributed.setup(pick_device(cfg.device))
     run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
-    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # the "pre-trained" W0 of a tiny model: same for every seed
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
-    tokenizer = load_tokenizer(cfg.model) if cfg.task.name != "synthetic" else None
-    data = load_task(cfg.task, model, tokenizer)
+    # the run seed drives the head init, the method's init, dropout and (train.data_order_seed) the data order, as HF
+    # Trainer's set_seed before model creation; model.init_seed fixes only a tiny model's W0 (models.load_model)
     seed_everything(int(cfg.seed))
+    synthetic = cfg.task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
+    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
+                       fresh_head=not synthetic)
+    tokenizer = load_tokenizer(cfg.model) if not synthetic else None
+    data = load_task(cfg.task, model, tokenizer)
     apply_method(model, cfg.method)
+    started = None
+    if cfg.method.get("init_adapter"):  # App. D.1: MRPC, RTE, STS-B start from the MNLI adapter
+        started = init_from_adapter(model, cfg.method.init_adapter, bool(cfg.method.get("init_keep_head", False)))
+        log.info("started from %s: %d tensors loaded, head %s", started["path"], started["tensors_loaded"],
+                 started["head"])
     logger = Logger(run_dir, cfg)
     counts = {"trainable_params": count_trainable(model), "head_params": count_head(model),
               "total_params": sum(p.numel() for p in model.parameters())}
@@ -47,7 +55,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
                   "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
                   "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
-                  "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), **counts, **result,
+                  "size": method_size(cfg.method), "dagger": bool(cfg.get("dagger", False)),
+                  "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), "init_adapter": started,
+                  **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         if distributed.is_main():
             write_json(run_dir / "metrics.json", record)

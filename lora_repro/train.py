@@ -55,6 +55,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def micro_weight(i: int, rank: int, world: int, accum: int, batch_size: int, n_train: int) -> float:
+    """The factor on micro-batch i's mean loss (on this rank) so that each optimizer step's gradient is the mean over
+    the examples of its global batch, the epoch's last, partial one included (what the reference's DDP step averages):
+    n_i / n_step, times world because DDP averages over the ranks; 0 for a rank's padding batch."""
+    g, step_size = rank + i * world, accum * world  # g: the micro-batch's index in the one-process order
+    first = (i // accum) * step_size * batch_size  # the step's first example
+    n_step = min(first + step_size * batch_size, n_train) - first
+    n_i = min(batch_size, n_train - g * batch_size)
+    return n_i * world / n_step if n_i > 0 else 0.0
+
+
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (LoRA's A and B included, as the reference code does), not biases or norms (HF Trainer)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -144,8 +155,10 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     loader = DataLoader(data.train, batch_sampler=distributed.ShardedBatches(batches, rank, world),
                         collate_fn=data.collate, generator=order, pin_memory=device.type == "cuda")
     accum = distributed.grad_accum(cfg, world)
-    steps_per_epoch = max(1, len(batches) // (accum * world))
-    batches_per_epoch = steps_per_epoch * accum  # on each rank; a partial global batch at the end is not trained
+    # the last global batch of an epoch may be partial: it is trained as a step of its own, its examples averaged
+    # (micro_weight), as the reference's DistributedSampler + DataLoader(drop_last=False) train it
+    steps_per_epoch = -(-len(batches) // (accum * world))
+    batches_per_epoch = len(loader.batch_sampler)  # on each rank, the same on every rank (ShardedBatches)
     wrapped = model if world == 1 else \
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * int(cfg.epochs)
@@ -191,12 +204,14 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
-            with wrapped.no_sync() if world > 1 and (i + 1) % accum else nullcontext():
+            step_ends = (i + 1) % accum == 0 or i + 1 == batches_per_epoch
+            weight = micro_weight(i, rank, world, accum, int(cfg.batch_size), len(data.train))
+            with wrapped.no_sync() if world > 1 and not step_ends else nullcontext():
                 with autocast(device, cfg.precision):
-                    loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) / accum
+                    loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) * weight
                 loss.backward()
             running += loss.detach().float()
-            if (i + 1) % accum:
+            if not step_ends:
                 continue
             if float(cfg.max_grad_norm) > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))

@@ -87,8 +87,28 @@ def test_adapter_d_drops_the_adapters_of_the_lowest_blocks():
 
 
 def test_adapter_d_refuses_to_drop_every_block():
-    with pytest.raises(ValueError, match="method.drop_layers=2"):
+    with pytest.raises(ValueError, match=r"method.drop_layers=2 must leave .* valid choices: 0..1"):
         apply_method(tiny("bert"), method("adapter_d", drop_layers=2))
+
+
+@pytest.mark.parametrize("depth, dropped", [(1, 0), (2, 1), (6, 3), (12, 5), (24, 10), (48, 20)])
+def test_adapter_d_default_drops_five_twelfths_of_any_depth(depth, dropped):
+    # AdapterDrop's 5 of RoBERTa-base's 12 blocks, scaled, and never every block
+    model = apply_method(tiny("bert", num_hidden_layers=depth), method("adapter_d", bottleneck=2))
+    assert {int(n.split(".")[3]) for n in trainable(model)} == set(range(dropped, depth))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "method").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_methods_default_config_trains_on_the_default_model(path):
+    from lora_repro.models import load_model
+    cfg = compose(f"method={path.stem}")  # conf/config.yaml's defaults: tiny-bert on the synthetic task
+    assert cfg.model.name == "tiny-bert" and cfg.task.name == "synthetic"
+    model = apply_method(load_model(cfg.model, "classification", 8, "regression"), cfg.method)
+    ids = torch.randint(5, 256, (2, int(cfg.task.seq_len)))
+    loss = model(input_ids=ids, labels=torch.randn(2, 8)).loss
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and not is_head(n)]
+    assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_gpt2_adapters_sit_on_attn_and_mlp_output_projections():
@@ -211,7 +231,7 @@ def compose(*overrides: str):
 def test_every_baseline_composes_as_method_override(name):
     cfg = compose(f"method={name}")
     assert cfg.method.name == name
-    model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)  # deeper than adapter_d's drop_layers: 5
+    model = apply_method(tiny("bert", num_hidden_layers=6), cfg.method)
     assert 0 < count_trainable(model) < sum(p.numel() for p in model.parameters())
 
 
@@ -234,12 +254,35 @@ def sweep_methods(experiment: str) -> list[str]:
 
 def test_glue_baselines_runs_every_table_2_row_with_the_papers_per_method_settings():
     assert sweep_methods("glue_baselines") == ["full", "bitfit", "adapter_d", "adapter_p", "adapter_p_small",
-                                               "adapter_h", "adapter_h_small", "lora"]
+                                               "adapter_h", "adapter_h_small", "lora", "lora_dagger"]
     small = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p_small")
     large = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p")
     assert (small.method.bottleneck, small.train.lr, small.train.epochs) == (16, 3e-4, 5)  # Table 9 †, Adpt^P 0.8M
     assert (large.method.bottleneck, large.train.lr, large.train.epochs) == (64, 3e-5, 10)  # Adpt^P 3M
     assert small.train.batch_size == 32 and small.task.max_seq_len == 128
+    assert small.dagger and large.dagger  # the adapter rows are Table 2's †
+
+
+# Table 9's LoRA† rows (RoBERTa-large): epochs and lr per task; batch 4, seq 128, r 8, alpha 16 for all
+LORA_DAGGER = {"mnli": (10, 3e-4), "sst2": (10, 4e-4), "mrpc": (20, 3e-4), "cola": (20, 2e-4), "qnli": (10, 2e-4),
+               "qqp": (20, 3e-4), "rte": (20, 4e-4), "stsb": (10, 2e-4)}
+
+
+@pytest.mark.parametrize("task", LORA_DAGGER)
+def test_lora_dagger_has_table_9s_dagger_settings_and_never_starts_from_mnli(task):
+    cfg = compose("model=roberta-large", "method=lora_dagger", f"task=glue/{task}", "mnli_adapter=/some/mnli/run")
+    assert (cfg.train.epochs, cfg.train.lr) == LORA_DAGGER[task]
+    assert (cfg.method.name, cfg.method.r, cfg.method.alpha, cfg.task.max_seq_len, cfg.train.batch_size) == \
+        ("lora", 8, 16, 128, 4)
+    assert cfg.dagger is True and cfg.method.init_adapter is None
+    plain = compose("model=roberta-large", "method=lora", f"task=glue/{task}", "mnli_adapter=/some/mnli/run")
+    assert plain.dagger is False
+    assert plain.method.init_adapter == ("/some/mnli/run" if task in ("mrpc", "rte", "stsb") else None)
+
+
+def test_lora_dagger_counts_table_2s_0_8m_on_roberta_large():
+    model = apply_method(on_meta(ROBERTA_LARGE), compose("method=lora_dagger", "model=roberta-large").method)
+    assert count_trainable(model) == 786_432
 
 
 def test_e2e_baselines_runs_every_table_3_row_on_gpt2_medium():
@@ -287,3 +330,63 @@ def test_a_few_steps_lower_the_loss_and_the_trained_weights_round_trip(name, kin
         assert not torch.allclose(fresh(input_ids=batch).logits, trained)
         load_lora(fresh, tmp_path / "trained.safetensors")
         torch.testing.assert_close(fresh(input_ids=batch).logits, trained)
+
+
+# PAPER.md 2.3, DeBERTa-V2-XXL LoRA: (batch, lr, epochs, weight decay, cls dropout, max len, warmup steps; 0 = ratio)
+DEBERTA = {"mnli": (8, 1e-4, 5, 0.0, 0.15, 256, 1000), "sst2": (8, 6e-5, 16, 0.01, 0.0, 128, 1000),
+           "mrpc": (32, 2e-4, 30, 0.01, 0.0, 128, 0), "cola": (4, 1.3e-4, 10, 0.0, 0.1, 64, 100),
+           "qnli": (6, 1e-4, 8, 0.01, 0.1, 512, 500), "qqp": (8, 1e-4, 11, 0.01, 0.2, 320, 10000),
+           "rte": (4, 2.6e-4, 11, 0.01, 0.2, 320, 50), "stsb": (4, 2e-4, 10, 0.1, 0.2, 128, 100)}
+
+
+@pytest.mark.parametrize("task", DEBERTA)
+def test_deberta_xxl_configs_carry_the_scripts_settings(task):
+    cfg = compose("model=deberta-v2-xxlarge", f"task=glue/{task}", "mnli_adapter=/mnli")
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.epochs, t.weight_decay, cfg.model.config_overrides.cls_dropout,
+            cfg.task.max_seq_len, t.warmup_steps) == DEBERTA[task]
+    assert t.warmup_ratio == 0.1 and (cfg.method.r, cfg.method.alpha, cfg.method.init) == (16, 32, "normal")
+    assert cfg.method.init_adapter == ("/mnli" if task in ("mrpc", "rte", "stsb") else None)
+
+
+def test_deberta_xxl_lora_counts_table_2s_4_7m_and_its_pooler_is_head():
+    from transformers import DebertaV2Config
+    xxl = DebertaV2Config(vocab_size=128100, hidden_size=1536, num_hidden_layers=48, num_attention_heads=24,
+                          intermediate_size=6144, relative_attention=True, position_buckets=256,
+                          pos_att_type=["p2c", "c2p"], share_att_key=True, position_biased_input=False)
+    model = apply_method(on_meta(xxl), compose("model=deberta-v2-xxlarge", "task=glue/rte").method)
+    assert count_trainable(model) == 2 * 48 * 2 * 1536 * 16 == 4_718_592
+    head = {n for n, p in model.named_parameters() if is_head(n)}
+    assert head == {"pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"}
+    assert all(p.requires_grad for n, p in model.named_parameters() if n in head)
+
+
+def test_lora_init_normal_draws_a_from_n_0_002_and_cls_dropout_reaches_the_model():
+    from lora_repro.models import load_model
+    torch.manual_seed(0)
+    model = apply_method(tiny("deberta-v2", hidden_size=256, num_attention_heads=4),
+                         method("lora", r=16, alpha=32, init="normal", init_std=0.02))
+    A = torch.cat([m.lora_A.flatten() for n, m in model.named_modules() if hasattr(m, "lora_A")])
+    assert A.numel() == 2 * 2 * 16 * 256 and abs(A.std().item() - 0.02) < 0.001 and abs(A.mean().item()) < 0.001
+    cfg = OmegaConf.create({"name": "t", "config": {"model_type": "deberta-v2", **TINY_DEBERTA},
+                            "config_overrides": {"cls_dropout": 0.15}})
+    loaded = load_model(cfg, "classification", 3)
+    assert loaded.config.cls_dropout == 0.15 and loaded.dropout.p == 0.15
+
+
+TINY_DEBERTA = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+
+
+@pytest.mark.parametrize("model", ["roberta-base", "roberta-large"])
+def test_ft_bitfit_and_adapter_d_rows_have_their_own_settings_not_the_generic_defaults(model):
+    generic = compose("task=glue/rte").train  # what a row without a paper file would get: lr 5e-4, 3 epochs
+    ft = compose(f"model={model}", "method=full", "task=glue/rte").train
+    assert (ft.lr, ft.epochs, ft.global_batch_size) == ((2e-5 if model == "roberta-base" else 1e-5), 10, 32)
+    bitfit = compose(f"model={model}", "method=bitfit", "task=glue/rte").train
+    assert (bitfit.lr, bitfit.epochs, bitfit.batch_size, bitfit.global_batch_size) == (5e-4, 80, 32, 256)
+    adapter_d = compose(f"model={model}", "method=adapter_d", "task=glue/rte")
+    assert (adapter_d.train.lr, adapter_d.train.epochs, adapter_d.task.max_seq_len) == (3e-4, 20, 128)
+    assert adapter_d.dagger is False and (generic.lr, generic.epochs) == (5e-4, 3)
+    for name in ("full", "bitfit", "adapter_d"):
+        text = (ROOT / "conf" / "paper" / model / name / "glue" / "rte.yaml").read_text()
+        assert "OUR CHOICE" in text and ("copied from" in text or "copies these numbers" in text)

@@ -84,3 +84,34 @@ def test_a_missing_column_is_named(tmp_path):
     (folder / "train.tsv").write_text("index\tpremise\tsentence2\tlabel\n0\ta\tb\tentailment\n")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['sentence1'\]"):
         load(task_cfg("rte", folder), char_tokenizer())
+
+
+def test_a_row_with_the_wrong_field_count_is_refused_naming_file_and_line(tmp_path):
+    folder = write_glue(tmp_path, "sst2")
+    (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\textra\nfine\t1\nshort\n")
+    with pytest.raises(ValueError, match=r"train.tsv line 3 has 3 tab-separated fields, the header has 2 \(2 such "
+                                         r"row\(s\) in the file\).*task.bad_rows=skip"):
+        load(task_cfg("sst2", folder), char_tokenizer())
+
+
+def test_bad_rows_skip_counts_and_reports_the_lines(tmp_path, caplog):
+    import logging
+    folder = write_glue(tmp_path, "cola")  # CoLA: no header row, 4 fields
+    rows = (folder / "train.tsv").read_text().splitlines()
+    (folder / "train.tsv").write_text("\n".join(rows[:2] + ["gj04\t1\tbroken"] + rows[2:] + ["x\t0\t\tsome\tmore"]) + "\n")
+    cfg = OmegaConf.merge(task_cfg("cola", folder), {"bad_rows": "skip"})
+    with caplog.at_level(logging.WARNING, logger="lora_repro"):
+        data = load(cfg, char_tokenizer())
+    assert len(data.train) == ROWS  # the 6 good rows, the 2 bad ones left out
+    assert "skipped 2 malformed row(s) (field count is not 4), at line(s) 3, 8" in caplog.text
+    with pytest.raises(ValueError, match=r"task.bad_rows='maybe' .*valid choices: \['error', 'skip'\]"):
+        load(OmegaConf.merge(cfg, {"bad_rows": "maybe"}), char_tokenizer())
+
+
+@pytest.mark.real
+def test_the_real_sst2_files_have_no_malformed_row(tmp_path):
+    from conftest import SHARED
+    from lora_repro.tasks.glue import read_tsv
+    for name, n in (("train.tsv", 67_349), ("dev.tsv", 872)):
+        frame = read_tsv(SHARED / "data" / "glue" / "SST-2" / name, SUBSETS["sst2"])
+        assert len(frame) == n and set(frame.label) == {0, 1}

@@ -56,3 +56,64 @@ def test_the_task_head_trains_under_lora():
 def test_an_unknown_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"method.name='lora2'.*'full', 'lora'"):
         apply_method(tiny("bert"), OmegaConf.create({"name": "lora2"}))
+
+
+def composed(other: str, **prefix):
+    """conf/method/lora+<other>.yaml as Hydra composes it, on small sizes."""
+    from hydra import compose, initialize_config_dir
+    from conftest import ROOT
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"method=lora+{other}", "method.lora.r=4",
+                                           *(f"method.{other}.{k}={v}" for k, v in prefix.items())])
+    return cfg.method
+
+
+@pytest.mark.parametrize("other, per_layer", [("prefix_embed", False), ("prefix_layer", True)])
+def test_lora_with_prefix_tuning_trains_and_counts_both(other, per_layer):
+    model = apply_method(tiny("roberta"), composed(other, prefix_len=3, infix_len=2))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora_names = {n for n in trainable if ".lora_" in n}
+    assert len(lora_names) == 2 * 2 * 2 and "roberta.prefix.weight" in trainable
+    lora_count = 2 * 2 * 4 * (32 + 32)  # 2 layers x (q, v) x r=4 x (A + B)
+    prefix_count = (2 if per_layer else 1) * 5 * 32  # (L or 1) x (l_p + l_i) x d
+    assert count_trainable(model) == lora_count + prefix_count
+    ids = torch.randint(5, 100, (2, 6))
+    model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
+    assert model.roberta.prefix.weight.grad.abs().sum() > 0
+    assert model.roberta.encoder.layer[0].attention.self.query.lora_B.grad.abs().sum() > 0  # B = 0: A's grad is 0
+
+
+@pytest.mark.parametrize("other", ["prefix_embed", "prefix_layer"])
+def test_lora_with_prefix_saves_loads_and_merges_only_lora(other, tmp_path):
+    from lora_repro.lora import load_lora, merge_lora, save_lora
+    torch.manual_seed(3)
+    model = apply_method(tiny("roberta"), composed(other, prefix_len=3, infix_len=0)).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(std=0.1)  # a trained state: B != 0
+    ids = torch.randint(5, 100, (2, 6))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    save_lora(model, tmp_path / "a.safetensors")
+    fresh = load_lora(apply_method(tiny("roberta"), composed(other, prefix_len=3, infix_len=0)).eval(),
+                      tmp_path / "a.safetensors")
+    assert torch.equal(fresh.roberta.prefix.weight, model.roberta.prefix.weight)
+    prefix = model.roberta.prefix.weight.detach().clone()
+    query = model.roberta.encoder.layer[1].attention.self.query
+    w0 = query.weight.detach().clone()
+    merge_lora(model)
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)
+        assert torch.allclose(fresh(input_ids=ids).logits, before, atol=1e-6)
+    assert query.merged and torch.allclose(query.weight, w0 + query.delta_weight(), atol=1e-6)
+    assert not torch.equal(query.weight, w0)
+    assert torch.equal(model.roberta.prefix.weight, prefix)  # the prefix is not folded anywhere
+
+
+def test_a_composition_of_an_unknown_method_lists_the_choices():
+    from lora_repro.methods import check_name
+    with pytest.raises(ValueError, match=r"method.name='lora\+prefix' is not a method; valid choices: .*joined by \+"):
+        check_name(OmegaConf.create({"name": "lora+prefix"}))
+    with pytest.raises(ValueError, match=r"method.lora \(that method's config\) is absent"):
+        apply_method(tiny("bert"), OmegaConf.create({"name": "lora+bitfit", "bitfit": {"name": "bitfit"}}))

@@ -136,3 +136,43 @@ def test_left_padded_beam_search_with_a_prefix_equals_one_by_one(name):
     mrs = ["name[Alimentum]", "name[The Eagle], food[French], area[riverside]"]
     tok, cpu = byte_tokenizer(), torch.device("cpu")
     assert e2e.generate(model, tok, mrs, cfg, cpu, 2) == [e2e.generate(model, tok, [m], cfg, cpu, 1)[0] for m in mrs]
+
+
+def test_too_many_special_tokens_for_the_positions_is_a_clear_error():
+    model = apply_method(tiny("roberta", max_position_embeddings=20), method("prefix_embed", prefix_len=8, infix_len=2))
+    with pytest.raises(ValueError, match=r"method.prefix_len=8 \+ method.infix_len=2 \+ the input's 9 tokens exceed "
+                                         r"the model's 18 positions"):
+        model(input_ids=torch.randint(5, 100, (1, 9)))
+    assert model(input_ids=torch.randint(5, 100, (1, 8))).logits.shape == (1, 2)  # 8 + 10 = 18 fits
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_infix_tokens_sit_at_each_rows_true_end_whatever_the_padding(kind, name):
+    # a row padded in a batch scores as it does alone: its infix follows its last token, not the batch's padding
+    model = apply_method(tiny(kind), method(name, prefix_len=3, infix_len=2)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.base_model.prefix.weight.normal_()
+    ids = torch.randint(5, 100, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    with torch.no_grad():  # the encoder's output at the real tokens (the special positions are cut out again)
+        together = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        alone = model.base_model(input_ids=ids[1:, :5], attention_mask=mask[1:, :5]).last_hidden_state
+        full = model.base_model(input_ids=ids[:1], attention_mask=mask[:1]).last_hidden_state
+    assert together.shape == (2, 9, 32) and alone.shape == (1, 5, 32)
+    assert (together[1, :5] - alone[0]).abs().max() < 1e-5 and (together[0] - full[0]).abs().max() < 1e-5
+    assert (together[1, :5] - together[0, :5]).abs().max() > 0.1  # the rows differ: the check is not vacuous
+
+
+def test_insert_then_remove_is_the_identity_per_row():
+    from lora_repro.methods.prefix import PrefixTokens
+    tokens = PrefixTokens("embed", 1, 2, 3, 4, at=1, init_std=1.0)
+    tokens.ends = torch.tensor([6, 3])
+    h = torch.arange(2 * 6 * 4, dtype=torch.float).view(2, 6, 4)
+    out = tokens.insert(h, tokens.weight[0])
+    assert out.shape == (2, 11, 4) and torch.equal(tokens.remove(out), h)
+    assert torch.equal(out[1, 5:8], tokens.weight[0, 2:].detach())  # row 1: [h0, prefix x2, h1, h2], then the infix
+    assert torch.equal(out[1, 8:], h[1, 3:])  # then its padding
+    assert torch.equal(out[0, 8:], tokens.weight[0, 2:].detach())  # row 0 is full: infix at the very end

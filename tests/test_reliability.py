@@ -37,7 +37,7 @@ def cli(*args, env=None):
     (["method.r=1.5"], r"method.r=1.5 .*valid choices: an integer >= 1"),
     (["method.alpha=0"], r"method.alpha=0 .*valid choices: a number > 0"),
     (["method.dropout=1.0"], r"method.dropout=1.0 .*valid choices: a number in \[0, 1\)"),
-    (["method.init=xavier"], r"method.init='xavier' .*valid choices: \['kaiming', 'gaussian'\]"),
+    (["method.init=xavier"], r"method.init='xavier' .*valid choices: \['kaiming', 'gaussian', 'normal'\]"),
     (["task.name=squad"], r"task.name='squad' .*valid choices: \['glue', 'synthetic', 'e2e'\]"),
     (["task=glue/sst2", "task.subset=sst3"], r"task.subset='sst3' .*valid choices: \['cola', 'sst2', 'mrpc'"),
 ])

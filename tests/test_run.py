@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from test_glue import write_glue
 
@@ -60,3 +61,28 @@ def test_the_papers_table9_hyperparameters_apply_to_their_model_and_task():
     assert "lr: 0.0002" in job and "epochs: 20" in job and "alpha: 16" in job and "max_seq_len: 128" in job
     default = cli("lora_repro.run", "model=minilm", "task=glue/cola", "--cfg", "job")
     assert "epochs: 3" in default  # no paper file for MiniLM: the plain defaults, nothing silent
+
+
+def compose_run(*overrides):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_the_run_seed_draws_the_head_and_lora_and_repeats_a_run_bit_for_bit(tmp_path):
+    from safetensors.torch import load_file
+    from lora_repro.run import run
+    data = write_glue(tmp_path / "SST-2", "sst2", rows=24)
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = compose_run("task=glue/sst2", f"task.data_dir={data}", "train.epochs=2", "train.batch_size=8",
+                          "method.dropout=0.1", f"seed={seed}")
+        (tmp_path / name).mkdir()
+        record = run(cfg, tmp_path / name)
+        runs[name] = record, load_file(str(tmp_path / name / "adapter.safetensors"))
+    (ra, ta), (rb, tb), (rc, tc) = runs["a"], runs["b"], runs["c"]
+    assert ta.keys() == tb.keys() == tc.keys() and len(ta) == 2 * 2 * 2 + 2  # 2 layers x (q, v) x (A, B) + head W, b
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)  # same seed: the same trained tensors, bit for bit
+    assert ra["history"] == rb["history"]
+    for k in ("classifier.weight", "bert.encoder.layer.0.attention.self.query.lora_A"):
+        assert (ta[k] - tc[k]).abs().max() > 1e-3  # another seed: another head and another LoRA init

@@ -66,6 +66,21 @@ def test_two_ddp_processes_train_what_one_process_with_twice_the_accumulation_do
     assert not list((tmp_path / "ddp").glob("*rank*"))
 
 
+def test_two_ddp_processes_train_the_last_partial_step_as_one_process_does(tmp_path):
+    # 200 examples in batches of 16: 13 batches, 12 full and one of 8. Over 2 ranks the last step is rank 0's
+    # batch of 8 alone (rank 1 runs a padding batch weighted 0): 7 steps an epoch, the 8 examples included
+    args = ["task.n_train=200", "task.n_eval=64", "train.epochs=2", "train.batch_size=16"]
+    cli("lora_repro.run", *args, "train.global_batch_size=32", f"hydra.run.dir={tmp_path / 'ddp'}",
+        launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"))
+    one = run(config(*args, "train.grad_accum=2"), tmp_path)
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["steps"] == one["steps"] == 2 * 7
+    ours, theirs = load_file(tmp_path / "ddp" / "adapter.safetensors"), load_file(tmp_path / "adapter.safetensors")
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5)
+    assert ddp["history"][-1] == pytest.approx(one["history"][-1], rel=1e-4)
+
+
 def test_global_batch_size_fixes_the_step_whatever_the_world_size():
     train = config("train.batch_size=16", "train.global_batch_size=128").train
     assert [distributed.grad_accum(train, world) for world in (1, 2, 8)] == [8, 4, 1]

@@ -51,7 +51,6 @@ def amplification(delta, W, r: int, seed: int = 0) -> dict[str, float]:
 def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
     """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
     cfg = OmegaConf.create(json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
-    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # run.py: the same W0 for every seed
     model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
     layer = model.get_submodule(module)
     if not isinstance(layer, torch.nn.Linear):

@@ -49,6 +49,18 @@ def site_paths(kind: str) -> dict[str, str]:
     return {"attention": table["o"], "ffn": table["mlp"][-1]}
 
 
+def dropped_blocks(cfg: DictConfig, n_blocks: int) -> int:
+    """How many of the lowest blocks get no adapter: method.drop_layers if set (an error if it leaves none), else
+    method.drop_fraction of the depth, rounded and capped at n_blocks - 1 (AdapterDrop's 5 of 12 fits any depth)."""
+    drop = cfg.get("drop_layers")
+    if drop is None:
+        return min(round(float(cfg.get("drop_fraction", 0.0)) * n_blocks), n_blocks - 1)
+    if isinstance(drop, bool) or not isinstance(drop, int) or not 0 <= drop < n_blocks:
+        raise ValueError(f"method.drop_layers={drop!r} must leave at least one of the {n_blocks} blocks with "
+                         f"adapters; valid choices: 0..{n_blocks - 1}, or null for method.drop_fraction of them")
+    return drop
+
+
 def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
     """Freeze the backbone and add an adapter after each of method.sites in every block above method.drop_layers."""
     kind = architecture(model)
@@ -62,11 +74,8 @@ def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     paths = site_paths(kind)
-    drop = int(cfg.get("drop_layers", 0))
     for blocks in block_lists(model, kind):
-        if not 0 <= drop < len(model.get_submodule(blocks)):
-            raise ValueError(f"method.drop_layers={drop} must leave at least one of the "
-                             f"{len(model.get_submodule(blocks))} blocks with adapters")
+        drop = dropped_blocks(cfg, len(model.get_submodule(blocks)))
         for block in list(model.get_submodule(blocks))[drop:]:  # AdapterDrop: none in the lowest drop_layers blocks
             for site in sites:
                 sub = block.get_submodule(paths[site])

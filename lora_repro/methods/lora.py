@@ -7,4 +7,5 @@ from lora_repro.lora import apply_lora
 
 def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
     return apply_lora(model, targets=list(cfg.targets), r=int(cfg.r), alpha=float(cfg.alpha),
-                      dropout=float(cfg.dropout), init=cfg.get("init", "kaiming"))
+                      dropout=float(cfg.dropout), init=cfg.get("init", "kaiming"),
+                      init_std=float(cfg.get("init_std", 0.02)))

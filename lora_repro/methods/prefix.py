@@ -14,8 +14,9 @@ from lora_repro.targets import architecture, block_lists
 # the base model's last_hidden_state again, so every head (pooler, last-non-pad-token score, LM loss on labels)
 # sees the original sequence and needs no change.
 INSERT_AT = {"bert": 1, "roberta": 1, "gpt2": 0}
-# Infix tokens are appended after the input. Only a bidirectional encoder can attend to them from the input; in
-# GPT-2 the infix belongs between prompt and completion, a task-specific split this suite does not know.
+# Infix tokens go right after each row's last real token (before its padding, so a row's positions do not depend on
+# the batch it is in). Only a bidirectional encoder can attend to them from the input; in GPT-2 the infix belongs
+# between prompt and completion, a task-specific split this suite does not know.
 INFIX_OK = ("bert", "roberta")
 
 
@@ -27,19 +28,42 @@ class PrefixTokens(nn.Module):
         super().__init__()
         self.mode, self.prefix_len, self.infix_len, self.at = mode, prefix_len, infix_len, at
         self.inserted = False  # does the current forward pass carry the special positions (not a cached step)?
+        self.ends: torch.Tensor | None = None  # (batch,): each row's end of real tokens in this forward; None = seq
         self.weight = nn.Parameter(torch.randn(n_vectors, prefix_len + infix_len, d, device=device, dtype=dtype)
                                    * init_std)
 
     def insert(self, h: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """h: (batch, seq, ...) -> (batch, l_p + seq + l_i, ...) with new: (l_p + l_i, ...) at the special positions."""
+        """h: (batch, seq, ...) -> (batch, l_p + seq + l_i, ...) with new: (l_p + l_i, ...) at the special positions:
+        h[:at], prefix, h[at:end], infix, h[end:] per row (end = the row's last real token + 1)."""
         new = new.to(h.dtype).expand(h.shape[0], *new.shape)
         lp = self.prefix_len
-        return torch.cat([h[:, :self.at], new[:, :lp], h[:, self.at:], new[:, lp:]], dim=1)
+        if not self.infix_len or self.ends is None:  # no infix, or every row full length: one concatenation
+            return torch.cat([h[:, :self.at], new[:, :lp], h[:, self.at:], new[:, lp:]], dim=1)
+        source = self.source_index(h.shape[0], h.shape[1], h.device)  # (batch, l_p + seq + l_i) into [h, new]
+        full = torch.cat([h, new], dim=1)
+        return full.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand(-1, -1, *h.shape[2:]))
 
     def remove(self, h: torch.Tensor) -> torch.Tensor:
         """(batch, l_p + seq + l_i, ...) -> (batch, seq, ...): drop the special positions again."""
-        end = h.shape[1] - self.infix_len
-        return torch.cat([h[:, :self.at], h[:, self.at + self.prefix_len:end]], dim=1)
+        seq = h.shape[1] - self.prefix_len - self.infix_len
+        if not self.infix_len or self.ends is None:
+            end = h.shape[1] - self.infix_len
+            return torch.cat([h[:, :self.at], h[:, self.at + self.prefix_len:end]], dim=1)
+        j = torch.arange(seq, device=h.device).expand(h.shape[0], seq)  # original position -> inserted position
+        keep = torch.where(j < self.at, j, j + self.prefix_len) + torch.where(j < self.ends[:, None], 0,
+                                                                               self.infix_len)
+        return h.gather(1, keep.view(*keep.shape, *[1] * (h.dim() - 2)).expand(-1, -1, *h.shape[2:]))
+
+    def source_index(self, batch: int, seq: int, device) -> torch.Tensor:
+        """For each inserted position, its index into cat([h, new]): (batch, l_p + seq + l_i)."""
+        at, lp, li = self.at, self.prefix_len, self.infix_len
+        pos = torch.arange(seq + lp + li, device=device).expand(batch, -1)
+        end = self.ends.to(device)[:, None]
+        return torch.where(pos < at, pos,
+               torch.where(pos < at + lp, seq + pos - at,                      # the prefix
+               torch.where(pos < end + lp, pos - lp,                           # h[at:end]
+               torch.where(pos < end + lp + li, seq + lp + pos - end - lp,     # the infix
+                           pos - lp - li))))                                   # h[end:], the padding
 
     def overwrite(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """PreLayer: the special positions of h take this layer's trainable activations."""
@@ -74,6 +98,12 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
     ids = kwargs.pop("input_ids", None)
     embeds = kwargs.get("inputs_embeds")
     embeds = base.get_input_embeddings()(ids) if embeds is None else embeds
+    check_positions(base.config, embeds.shape[1], prefix)
+    mask = kwargs.get("attention_mask")
+    prefix.ends = None
+    if prefix.infix_len and mask is not None and mask.dim() == 2:  # last real token + 1 per row, whatever the padding
+        real = mask.flip(1).ne(0).int()
+        prefix.ends = mask.shape[1] - real.argmax(1)
     # PreEmbed: the special tokens' word embeddings are the trainable vectors; PreLayer: zeros here, since every
     # block's input at those positions is overwritten by its own trainable activations (_overwrite_layer)
     new = prefix.weight[0] if prefix.mode == "embed" else embeds.new_zeros(prefix.weight.shape[1:])
@@ -82,6 +112,20 @@ def _insert_tokens(base: nn.Module, args: tuple, kwargs: dict):
         if kwargs.get(key) is not None:  # (batch, seq) -> (batch, l_p + seq + l_i); the special tokens are seen
             kwargs[key] = prefix.insert(kwargs[key], kwargs[key].new_full(prefix.weight.shape[1:2], fill))
     return (), kwargs
+
+
+def check_positions(config, seq_len: int, prefix: PrefixTokens) -> None:
+    """Absolute position embeddings must cover the input plus the special tokens, or a ValueError saying what to cut."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    if config.model_type == "roberta":  # RoBERTa's positions start after padding_idx
+        limit -= config.pad_token_id + 1
+    n_new = prefix.prefix_len + prefix.infix_len
+    if seq_len + n_new > limit:
+        raise ValueError(f"method.prefix_len={prefix.prefix_len} + method.infix_len={prefix.infix_len} + the input's "
+                         f"{seq_len} tokens exceed the model's {limit} positions; lower method.prefix_len, "
+                         f"method.infix_len or the task's sequence length")
 
 
 def _remove_tokens(base: nn.Module, args: tuple, kwargs: dict, output):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lora_repro.metrics.glue import Glue
 from lora_repro.tasks import TaskData
 
 HUB_ID = "nyu-mll/glue"
+log = logging.getLogger("lora_repro")
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,38 @@ def check_data_dir(cfg: DictConfig, spec: Subset) -> Path:
     return folder
 
 
-def read_tsv(path: Path, spec: Subset) -> pd.DataFrame:
+BAD_ROWS = ("error", "skip")
+
+
+def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame:
+    """The rows of a GLUE TSV file as strings; a row whose field count differs from the header's is an error naming
+    the file and line (bad_rows="error"), or is skipped and reported with its line numbers (bad_rows="skip")."""
+    if bad_rows not in BAD_ROWS:
+        raise ValueError(f"task.bad_rows={bad_rows!r} is not a choice; valid choices: {list(BAD_ROWS)}")
+    with open(path, newline="", encoding="utf-8") as f:  # QUOTE_NONE: one row is one line of the file
+        lines = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1) if row]
+    if spec.header:
+        header, rows = spec.header, lines
+    elif lines:
+        header, rows = lines[0][1], lines[1:]
+    else:
+        header, rows = [], []
+    bad = [(n, len(row)) for n, row in rows if len(row) != len(header)]
+    if bad and bad_rows == "error":
+        n, fields = bad[0]
+        raise ValueError(f"task.data_dir: {path} line {n} has {fields} tab-separated fields, the header has "
+                         f"{len(header)} ({len(bad)} such row(s) in the file); fix the file, or set "
+                         f"task.bad_rows=skip to leave them out")
+    if bad:
+        log.warning("%s: skipped %d malformed row(s) (field count is not %d), at line(s) %s", path, len(bad),
+                    len(header), ", ".join(str(n) for n, _ in bad[:20]) + (" ..." if len(bad) > 20 else ""))
+    good = [row for n, row in rows if len(row) == len(header)]
+    return pd.DataFrame(good, columns=header, dtype=str)
+
+
+def read_tsv(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame:
     """One original GLUE TSV file -> a frame with the hub's column names and integer (float for STS-B) labels."""
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype=str,
-                        header=None if spec.header else 0, names=spec.header, on_bad_lines="skip")
+    frame = read_rows(path, spec, bad_rows)
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"task.data_dir: {path} lacks column(s) {missing}; expected {list(spec.columns)}")
@@ -101,7 +131,8 @@ def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
     """Every split of the task, from task.data_dir if it is set, else from the hub."""
     if cfg.get("data_dir"):
         folder = check_data_dir(cfg, spec)
-        return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec), preserve_index=False)
+        return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec, cfg.get("bad_rows", "error")),
+                                                    preserve_index=False)
                 for split, name in spec.tsv.items()}
     hub = datasets.load_dataset(HUB_ID, cfg.subset)
     return {split: hub[split] for split in spec.tsv}
