@@ -18,7 +18,8 @@ def read_foreign(path: Path) -> dict[str, torch.Tensor]:
 
     loralib (microsoft/LoRA, e.g. roberta_base_lora_mnli.bin): a pickled state dict read with weights_only=True
     (tensors only, no code). Its RoBERTa / DeBERTa names are Hugging Face's module paths plus `.lora_A` (r, d_in)
-    and `.lora_B` (d_out, r), which are ours (LoRALinear replaces the module it adapts), so no renaming is needed."""
+    and `.lora_B` (d_out, r), which are ours (LoRALinear replaces the module it adapts), so no renaming is needed.
+    PEFT folders are read by lora_repro.formats (names, fan_in_fan_out and fused q/k/v layouts converted)."""
     if path.is_file() and path.suffix in LORALIB_SUFFIXES:
         try:
             state = torch.load(path, weights_only=True, map_location="cpu")
@@ -29,11 +30,11 @@ def read_foreign(path: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"method.init_adapter={str(path)!r} holds no state dict of tensors")
         return {k.removeprefix("module."): v for k, v in state.items()}  # a DDP-wrapped save
     if path.is_dir() and (path / "adapter_config.json").is_file():
-        raise ValueError(f"method.init_adapter={str(path)!r} is a PEFT adapter folder, which this version does not "
-                         f"read yet; valid choices: one of our run directories, an {ADAPTER_FILE} file, or a "
-                         f"loralib checkpoint ({', '.join(LORALIB_SUFFIXES)})")
+        from lora_repro.formats import read_peft  # PEFT names and layouts (a fused c_attn included) made ours
+        return read_peft(path).tensors
     raise ValueError(f"method.init_adapter={str(path)!r} is neither a run directory (holding {ADAPTER_FILE}), a "
-                     f".safetensors adapter file, nor a loralib checkpoint ({', '.join(LORALIB_SUFFIXES)})")
+                     f".safetensors adapter file, a PEFT folder (adapter_config.json) nor a loralib checkpoint "
+                     f"({', '.join(LORALIB_SUFFIXES)})")
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:

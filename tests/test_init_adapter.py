@@ -59,6 +59,17 @@ def test_a_head_of_the_same_shape_is_kept_only_when_asked(tmp_path):
     assert not torch.equal(fresh, saved["classifier.dense.weight"])
 
 
+def test_a_peft_folder_starts_a_run_with_the_same_lora_tensors(tmp_path):
+    from lora_repro.formats import Adapter, write
+    saved = trained_adapter(tmp_path / "run")
+    write(Adapter(saved, r=4, alpha=8, targets=["q", "v"]), "peft", tmp_path / "peft")
+    model = lora_model(num_labels=1)
+    assert init_from_adapter(model, tmp_path / "peft")["head"] == "reinitialised"
+    params = dict(model.named_parameters())
+    lora = [n for n in saved if ".lora_" in n]
+    assert len(lora) == 8 and all(torch.equal(params[n], saved[n]) for n in lora)
+
+
 def test_an_adapter_that_does_not_fit_names_the_tensor(tmp_path):
     trained_adapter(tmp_path / "run")
     with pytest.raises(ValueError, match=r"lora_A has shape \(4, 32\), the model expects \(2, 32\)"):
@@ -69,7 +80,7 @@ def test_an_adapter_that_does_not_fit_names_the_tensor(tmp_path):
         init_from_adapter(lora_model(3), tmp_path / "nowhere")
     (tmp_path / "peft").mkdir()
     (tmp_path / "peft" / "adapter_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="PEFT adapter folder"):
+    with pytest.raises(ValueError, match="peft_type=None; only LORA adapters convert"):
         init_from_adapter(lora_model(3), tmp_path / "peft")
 
 
