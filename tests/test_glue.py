@@ -53,6 +53,13 @@ def test_each_glue_task_loads_from_its_tsv_and_scores_with_its_metric(subset, tm
     assert scores[data.main_metric] == pytest.approx(1.0)
 
 
+def test_sample_limits_cut_train_and_dev_each_by_their_own_field(tmp_path):
+    cfg = OmegaConf.merge(task_cfg("sst2", write_glue(tmp_path, "sst2", rows=10)),
+                          {"max_train_samples": 8, "max_eval_samples": 3})
+    data = load(cfg, char_tokenizer())
+    assert len(data.train) == 8 and len(data.evals["validation"]) == 3
+
+
 def test_mnli_labels_follow_the_hub_order_and_both_dev_sets_are_scored(tmp_path):
     data = load(task_cfg("mnli", write_glue(tmp_path, "mnli")), char_tokenizer())
     assert [int(data.train[i]["labels"]) for i in range(3)] == [0, 1, 2]  # entailment, neutral, contradiction

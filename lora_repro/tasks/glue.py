@@ -149,8 +149,9 @@ def load(cfg: DictConfig, tokenizer) -> TaskData:
         out["labels"] = batch["label"]
         return out
 
-    for split, n in (("train", cfg.get("max_train_samples")), *((s, cfg.get("max_eval_samples")) for s in splits)):
-        if n and split in splits and len(splits[split]) > n:
+    limits = {s: cfg.get("max_train_samples" if s == "train" else "max_eval_samples") for s in splits}
+    for split, n in limits.items():
+        if n and len(splits[split]) > n:
             splits[split] = splits[split].shuffle(seed=int(cfg.get("data_seed", 0))).select(range(int(n)))
     splits = {s: d.map(tokenize, batched=True, remove_columns=d.column_names) for s, d in splits.items()}
     for d in splits.values():
