@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lora_repro import formats
 from lora_repro.methods import count_head, count_trainable
-from lora_repro.models import is_head, load_model, load_tokenizer, source
+from lora_repro.models import is_head, source
 from lora_repro.record import task_name, write_json
-from lora_repro.tasks import head_kind, load_task, num_labels
+from lora_repro.run import build
 from lora_repro.train import evaluate, peak_memory_mb, pick_device
 from lora_repro.validate import validate
 
@@ -34,10 +33,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.task.name == "glue":  # the training split is not used: tokenize one row of it, not 393k (MNLI)
         with open_dict(cfg):
             cfg.task.max_train_samples = 1
-    torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # a tiny model's W0, as lora_repro.run builds it
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
-    tokenizer = load_tokenizer(cfg.model) if cfg.task.name != "synthetic" else None
-    data = load_task(cfg.task, model, tokenizer)  # the synthetic teacher is planted in a copy of W0, before LoRA
+    model, data = build(cfg)  # as lora_repro.run builds them (the synthetic teacher planted in W0, before LoRA)
     formats.into_model(adapter, model)
     for name, p in model.named_parameters():  # what the adapter trained, counted as a run counts it
         p.requires_grad_(".lora_" in name or is_head(name))

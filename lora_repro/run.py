@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -18,12 +19,25 @@ from lora_repro.init_adapter import init_from_adapter
 from lora_repro.methods import apply_method, count_head, count_trainable, method_size
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
-from lora_repro.tasks import head_kind, load_task, num_labels
+from lora_repro.tasks import TaskData, head_kind, load_task, num_labels
 from lora_repro.train import NonFiniteLoss, pick_device, seed_everything, train
 from lora_repro.validate import validate
 
 log = logging.getLogger("lora_repro")
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)  # a wrong config or data: one line, no traceback
+
+
+def build(cfg: DictConfig) -> tuple[torch.nn.Module, TaskData]:
+    """The backbone (with its task head) and the task's data, before any method: what a run and an evaluation share.
+
+    The run seed drives the head init, the method's init, dropout and (train.data_order_seed) the data order, as HF
+    Trainer's set_seed before model creation; model.init_seed fixes only a tiny model's W0 (models.load_model)."""
+    seed_everything(int(cfg.seed))
+    synthetic = cfg.task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
+    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
+                       fresh_head=not synthetic)
+    tokenizer = load_tokenizer(cfg.model) if not synthetic else None
+    return model, load_task(cfg.task, model, tokenizer)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -32,14 +46,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = distributed.setup(pick_device(cfg.device))
     run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
-    # the run seed drives the head init, the method's init, dropout and (train.data_order_seed) the data order, as HF
-    # Trainer's set_seed before model creation; model.init_seed fixes only a tiny model's W0 (models.load_model)
-    seed_everything(int(cfg.seed))
-    synthetic = cfg.task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
-                       fresh_head=not synthetic)
-    tokenizer = load_tokenizer(cfg.model) if not synthetic else None
-    data = load_task(cfg.task, model, tokenizer)
+    model, data = build(cfg)
     apply_method(model, cfg.method)
     started = None
     if cfg.method.get("init_adapter"):  # App. D.1: MRPC, RTE, STS-B start from the MNLI adapter
