@@ -58,7 +58,7 @@ def beam_search(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
     eos = torch.tensor(eos_token_ids, device=ids.device)
     offsets = (torch.arange(batch, device=ids.device) * k).unsqueeze(-1)  # (batch, 1): first row of each prompt
     beam_scores = torch.zeros(batch, k, device=ids.device)
-    history = ids.new_zeros(batch * k, 0)
+    history, token = ids.new_zeros(batch * k, 0), None  # generated tokens; the last step's picks
     best_score = [None] * batch
     best = [[] for _ in range(batch)]
 

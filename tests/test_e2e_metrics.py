@@ -23,7 +23,8 @@ EXAMPLE = REPO.parent / "shared" / "data" / "e2e" / "official-example"
 def test_mteval_tokenization_splits_punctuation_but_not_decimals_or_apostrophes():
     assert mteval_normalize("Hello, World. It's 3.5-star &amp; £20!") == "Hello , World . It's 3.5 - star & £20 !"
     # the paper scorer lowercases with Python (every letter), the Perl script ASCII letters only
-    assert tokenize("Café ÉTÉ", "paper") == ["café", "été"] and tokenize("Café ÉTÉ", "challenge") == ["café", "ÉtÉ"]
+    assert tokenize("Café ÉTÉ", "paper") == ["café", "été"]
+    assert tokenize("Café ÉTÉ", "challenge") == ["café", "ÉtÉ"]
 
 
 def test_identical_output_scores_bleu_one_with_both_scorers():
@@ -96,7 +97,7 @@ def test_nist_length_penalty_halves_at_two_thirds_of_the_reference_length():
 def test_an_mr_without_references_or_an_unknown_scorer_is_a_clear_error():
     with pytest.raises(ValueError, match="MR group 1 .* has no references"):
         corpus_bleu([["a"], []], ["a", "b"])
-    with pytest.raises(ValueError, match=r"scorer='perl' is not an E2E scorer; valid choices: \['paper', 'challenge'\]"):
+    with pytest.raises(ValueError, match=r"scorer='perl' is not an E2E scorer; valid choices: \['paper', 'chall"):
         corpus_nist([["a"]], ["a"], "perl")
 
 

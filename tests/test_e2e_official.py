@@ -190,7 +190,8 @@ def test_short_outputs_are_penalised_as_the_official_brevity_penalty_does(agreem
 
 def committed_runs() -> list[Path]:
     """Every E2E run directory committed under results/ (metrics.json beside its outputs)."""
-    return sorted(ref.parent for ref in (ROOT / "results").rglob("e2e_ref.txt") if (ref.parent / "metrics.json").is_file())
+    refs = (ROOT / "results").rglob("e2e_ref.txt")
+    return sorted(ref.parent for ref in refs if (ref.parent / "metrics.json").is_file())
 
 
 def test_every_committed_e2e_run_records_the_official_scores_of_its_outputs(tmp_path):
@@ -209,7 +210,8 @@ def test_every_committed_e2e_run_records_the_official_scores_of_its_outputs(tmp_
     for (folder, entry), expected in zip(records, official(cases, tmp_path)):
         assert not expected["errors"], (folder, expected["errors"])
         for metric, value in expected["scores"].items():
-            assert abs(entry[metric] - value) <= TOLERANCE[metric], (folder, entry["epoch"], metric, entry[metric], value)
+            assert abs(entry[metric] - value) <= TOLERANCE[metric], (folder, entry["epoch"], metric, entry[metric],
+                                                                     value)
 
 
 if __name__ == "__main__":
@@ -218,4 +220,5 @@ if __name__ == "__main__":
     for metric, (diff, index, got, expected) in sorted(result["worst"].items()):
         print(f"{metric:15s} cases {result['counts'][metric]:4d}  max |ours - official| {diff:.3g} "
               f"(case {index}: {got:.6f} vs {expected:.6f})")
-    print(f"official failures: {len(result['failures'])}: {sorted({e.split(':')[0] for _, _, e, _ in result['failures']})}")
+    kinds = sorted({error.split(":")[0] for _, _, error, _ in result["failures"]})
+    print(f"official failures: {len(result['failures'])}: {kinds}")

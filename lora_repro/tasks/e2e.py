@@ -171,7 +171,7 @@ def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig,
 
 
 def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str) -> None:
-    """e2e_ref.txt (references of each MR, blank line between MRs) and e2e_pred_<tag>.txt: the official scorer's input."""
+    """e2e_ref.txt (each MR's references, a blank line between MRs) and e2e_pred_<tag>.txt: the scorer's input."""
     from lora_repro.record import write_atomic
     write_atomic(folder / "e2e_ref.txt", "\n\n".join("\n".join(refs) for refs in references) + "\n")
     write_atomic(folder / f"e2e_pred_{tag}.txt", "\n".join(h.replace("\n", " ") for h in hypotheses) + "\n")
