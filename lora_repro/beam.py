@@ -47,18 +47,18 @@ def beam_search(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
 
     input_ids, attention_mask: (batch, prompt_len), prompts left-padded (each ends in the last column).
     """
-    batch, k = input_ids.shape[0], num_beams
-    ids = input_ids.repeat_interleave(k, 0)                  # (batch*k, prompt_len)
-    mask = attention_mask.repeat_interleave(k, 0)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)            # left padding: positions count real tokens only
+    batch, k, device = input_ids.shape[0], num_beams, input_ids.device
+    position = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens only
     cache = cache_argument(model)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
-    past, logits = out[cache], out["logits"][:, -1]
-    next_position = position[:, -1:] + 1
-    eos = torch.tensor(eos_token_ids, device=ids.device)
-    offsets = (torch.arange(batch, device=ids.device) * k).unsqueeze(-1)  # (batch, 1): first row of each prompt
-    beam_scores = torch.zeros(batch, k, device=ids.device)
-    history, token = ids.new_zeros(batch * k, 0), None  # generated tokens; the last step's picks
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position, use_cache=True)
+    copies = torch.arange(batch, device=device).repeat_interleave(k)  # each prompt read once, its cache copied k times
+    past, logits = out[cache], out["logits"][:, -1][copies]
+    past.reorder_cache(copies)
+    mask, next_position = attention_mask[copies], position[copies, -1:] + 1   # (batch*k, prompt_len), (batch*k, 1)
+    eos = torch.tensor(eos_token_ids, device=device)
+    offsets = (torch.arange(batch, device=device) * k).unsqueeze(-1)  # (batch, 1): first row of each prompt
+    beam_scores = torch.zeros(batch, k, device=device)
+    history, token = input_ids.new_zeros(batch * k, 0), None  # generated tokens; the last step's picks
     best_score = [None] * batch
     best = [[] for _ in range(batch)]
 
