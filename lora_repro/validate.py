@@ -1,46 +1,75 @@
-"""Check a run's config before any work: each wrong field is one error naming the field, its value and the choices."""
+"""Check a run's config before any work: the schema (lora_repro/schema.py), then the rules that join fields."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lora_repro import distributed, lora, methods, targets, tasks
+from lora_repro import distributed, schema, targets
 from lora_repro.models import check_model_dir, local_config
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Raise ValueError / FileNotFoundError on the first wrong field; the checks are the ones deeper code runs."""
-    tasks.check_name(cfg.task)
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain values, interpolations resolved; a dangling one is a ValueError naming it."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{err.full_key or 'the config'}: {str(err).splitlines()[0]}") from None
+
+
+def check_rules(cfg: DictConfig, typed: dict) -> None:
+    """The cross-field rules: batches that divide, targets and r that fit the architecture, decode within the length."""
     distributed.grad_accum(cfg.train, distributed.world_size())  # global_batch_size divisible by batch x world
-    if cfg.task.name == "glue":
-        from lora_repro.tasks import glue
-        spec = glue.subset(cfg.task)
-        if cfg.task.get("bad_rows", "error") not in glue.BAD_ROWS:
-            raise ValueError(f"task.bad_rows={cfg.task.bad_rows!r} is not a choice; "
-                             f"valid choices: {list(glue.BAD_ROWS)}")
-        if cfg.task.get("data_dir"):
-            glue.check_data_dir(cfg.task, spec)
-    if cfg.task.name == "e2e":
-        from lora_repro.tasks import e2e
-        for field in ("train_split", "eval_split"):
-            e2e.check_split(cfg.task, field)
-        if cfg.task.get("data_dir"):
-            e2e.check_data_dir(cfg.task)
-    methods.check_name(cfg.method)
-    if cfg.method.get("init_adapter") and not Path(cfg.method.init_adapter).exists():
-        raise FileNotFoundError(f"method.init_adapter={cfg.method.init_adapter!r} does not exist; valid choices: a "
-                                f"run directory, an adapter.safetensors file, a loralib .bin, or null (start from W0)")
-    lora_parts = [part for part in methods.method_parts(cfg.method) if part.name == "lora"]
+    task = typed["task"]
+    if task.name == "synthetic":
+        targets.check_targets(task.planted_targets)
+    if task.name == "e2e" and task.decode.max_new_tokens >= task.max_seq_len:
+        raise ValueError(f"task.decode.max_new_tokens={task.decode.max_new_tokens} is invalid; valid choices: an "
+                         f"integer < task.max_seq_len ({task.max_seq_len}): the prompt keeps the rest")
+    lora_parts = [part for part in typed["method"] if part.name == "lora"]
     for part in lora_parts:
-        targets.check_targets(part.get("targets") or [])
-        lora.check_hparams(part.get("r"), part.get("alpha"), part.get("dropout", 0.0), part.get("init", "kaiming"))
-    if cfg.model.get("path"):
-        check_model_dir(cfg.model.path)
-    config = local_config(cfg.model) if lora_parts else None  # a hub id is not fetched here
-    width = config.hidden_size if config is not None else None
+        targets.check_targets(part.targets)
+    config = local_config(cfg.model) if lora_parts or task.name == "synthetic" else None  # no hub fetch here
+    if config is None:
+        return
+    kind = getattr(config, "model_type", None)
+    if kind not in targets.ARCHITECTURES:
+        raise ValueError(f"model.config.model_type={kind!r} has no known LoRA targets; valid choices: "
+                         f"{sorted(targets.ARCHITECTURES)}")
+    width = config.hidden_size
     for part in lora_parts:
-        if width is not None and int(part.r) > width:  # apply_lora checks each layer again, exactly
+        if part.r > width:  # apply_lora checks each layer again, exactly
             raise ValueError(f"method.r={part.r} is larger than the model allows: its layers are {width} wide, "
                              f"so valid choices are 1..{width}")
+    for part in typed["method"]:
+        if part.name in ("ft_top2", "ft_topk") and part.k > config.num_hidden_layers:
+            raise ValueError(f"method.k={part.k} is invalid; valid choices: an integer in [1, "
+                             f"{config.num_hidden_layers}] (the model's blocks)")
+
+
+def check_files(cfg: DictConfig, typed: dict) -> None:
+    """The folders named by the config exist and hold what they should (their contents load in run())."""
+    task = typed["task"]
+    if task.name == "glue" and task.data_dir:
+        from lora_repro.tasks import glue
+        glue.check_data_dir(cfg.task, glue.subset(cfg.task))
+    if task.name == "e2e":
+        from lora_repro.tasks import e2e
+        if task.data_dir:
+            e2e.check_data_dir(cfg.task)
+    top = typed["top"]
+    init_adapter = top.method.get("init_adapter")
+    if init_adapter and not Path(init_adapter).exists():
+        raise FileNotFoundError(f"method.init_adapter={init_adapter!r} does not exist; valid choices: a "
+                                f"run directory, an adapter.safetensors file, a loralib .bin, or null (start from W0)")
+    if typed["model"].path:
+        check_model_dir(typed["model"].path)
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Raise ValueError / FileNotFoundError of one line on the first wrong field; nothing is loaded or written."""
+    typed = schema.check(resolved(cfg))
+    check_files(cfg, typed)
+    check_rules(cfg, typed)
     return cfg
