@@ -1,6 +1,8 @@
 """Check a run's config before any work: the schema (lora_repro/schema.py), then the rules that join fields."""
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -8,6 +10,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lora_repro import distributed, schema, targets
 from lora_repro.models import check_model_dir, local_config
+
+log = logging.getLogger("lora_repro")
+STORED_CONFIG = "run_config.json"  # the resolved config a run started with (Hydra rewrites .hydra/ on every start)
+# fields a resumed run may change: they change what is logged or how fast it is evaluated, not what is trained
+RESUME_MAY_CHANGE = ("resume", "experiment", "logger", "train.log_every", "train.eval_batch_size",
+                     "train.checkpoint_every")
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -73,3 +81,47 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_files(cfg, typed)
     check_rules(cfg, typed)
     return cfg
+
+
+def flat(data, prefix: str = "") -> dict:
+    """{dotted path: value} of a nested mapping; lists are values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out if out or not prefix else {prefix: data}
+
+
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """resume=true continues only the run its directory holds: a field that changes the result (model, task,
+    method, data, optimizer, schedule, seed) must be what it was; logging and evaluation batch size may change."""
+    if not cfg.get("resume"):
+        return
+    stored_file = run_dir / STORED_CONFIG
+    if not stored_file.is_file() and (run_dir / "metrics.json").is_file():
+        stored_file = run_dir / "metrics.json"  # a finished run written before run_config.json existed
+    if not stored_file.is_file():
+        if (run_dir / "trainer_state.json").is_file():
+            log.warning("resume=true: %s holds a checkpoint but no %s; its config cannot be compared", run_dir,
+                        STORED_CONFIG)
+        return
+    stored = json.loads(stored_file.read_text())
+    stored = stored["config"] if stored_file.name == "metrics.json" else stored
+    old, new = flat(stored), flat(resolved(cfg))
+    changed = [path for path in sorted(set(old) | set(new)) if old.get(path, "<absent>") != new.get(path, "<absent>")
+               and not any(path == free or path.startswith(free + ".") for free in RESUME_MAY_CHANGE)]
+    if changed:
+        path = changed[0]
+        more = f" ({len(changed) - 1} more: {', '.join(changed[1:4])}{' ...' if len(changed) > 4 else ''})" \
+            if len(changed) > 1 else ""
+        raise ValueError(f"resume=true: {path}={new.get(path, '<absent>')!r} differs from the run being resumed "
+                         f"({path}={old.get(path, '<absent>')!r} in {stored_file}){more}; it changes the result: "
+                         f"resume with {path}={old.get(path, '<absent>')!r}, or start a new run directory")
+
+
+def store_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Write the resolved config the run starts with (kept as it was when a run is resumed)."""
+    from lora_repro.record import write_json
+    if not (cfg.get("resume") and (run_dir / STORED_CONFIG).is_file()):
+        write_json(run_dir / STORED_CONFIG, resolved(cfg))

@@ -272,3 +272,112 @@ def test_cli_misspelt_key_names_the_valid_keys(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: train.epoch=3 is not a field of train; valid fields: ['adam_eps'")
     assert len(out.stderr.strip().splitlines()) == 1 and hydra_files_only(tmp_path)
+
+
+# --- files: one line naming the file that does not load ---
+
+def model_folder(folder: Path) -> Path:
+    """A tiny BERT saved as a Hugging Face folder (weights, config, the character tokenizer)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from lora_repro.models import char_tokenizer
+    BertForSequenceClassification(BertConfig(vocab_size=256, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def glue_run(hydra_conf, tmp_path, *overrides):
+    from test_glue import write_glue
+    data = write_glue(tmp_path / "SST-2", "sst2", rows=8)
+    return hydra_conf("task=glue/sst2", f"task.data_dir={data}", "train.epochs=1", *overrides)
+
+
+def test_truncated_weights_are_one_line_naming_the_file(hydra_conf, tmp_path):
+    from lora_repro.run import run
+    folder = model_folder(tmp_path / "model")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    cfg = glue_run(hydra_conf, tmp_path, f"model.path={folder}")
+    validate(cfg)  # config.json is fine: the weights fail when they load
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ValueError) as err:
+        run(cfg, tmp_path / "run")
+    assert str(err.value).startswith(f"model.path='{folder}': the weights (model.safetensors) could not be loaded: "
+                                     f"SafetensorError: ") and "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+def test_a_tokenizer_that_does_not_load_is_one_line_naming_its_files(hydra_conf, tmp_path):
+    from lora_repro.models import load_tokenizer
+    folder = model_folder(tmp_path / "model")
+    (folder / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError) as err:
+        load_tokenizer(glue_run(hydra_conf, tmp_path, f"model.path={folder}").model)
+    assert str(err.value).startswith(f"model.path='{folder}': the tokenizer (special_tokens_map.json, tokenizer.json, "
+                                     f"tokenizer_config.json) could not be loaded: ") or \
+        str(err.value).startswith(f"model.path='{folder}': the tokenizer (tokenizer.json, tokenizer_config.json) "
+                                  f"could not be loaded: ")
+
+
+def test_a_data_file_with_no_rows_or_no_usable_rows_names_the_file(hydra_conf, tmp_path):
+    from lora_repro.models import char_tokenizer
+    from lora_repro.tasks import e2e, glue
+    cfg = glue_run(hydra_conf, tmp_path)
+    train_tsv = tmp_path / "SST-2" / "train.tsv"
+    train_tsv.write_text("sentence\tlabel\n")
+    with pytest.raises(ValueError, match=rf"^task.data_dir: {train_tsv} has no rows below its header; a GLUE split "
+                                         r"needs at least one row$"):
+        glue.load(cfg.task, char_tokenizer())
+    train_tsv.write_text("sentence\tlabel\na\tb\tc\nd\te\tf\n")
+    with pytest.raises(ValueError, match=rf"^task.data_dir: {train_tsv} has no usable rows: all 2 have the wrong "
+                                         r"field count \(skipped by task.bad_rows=skip\)"):
+        glue.load(OmegaConf.merge(cfg.task, {"bad_rows": "skip"}), char_tokenizer())
+    empty = tmp_path / "devset.csv"
+    empty.write_text("mr,ref\n")
+    with pytest.raises(ValueError, match=rf"^task.data_dir: {empty} has no rows; an E2E split needs"):
+        e2e.read_file(empty)
+    empty.write_text('mr,ref\n"name[x]",""\n')
+    with pytest.raises(ValueError, match=rf"^task.data_dir: {empty} has no usable rows: none of its 1 has both"):
+        e2e.read_file(empty)
+
+
+def test_cli_truncated_weights_exit_1_with_one_line(tmp_path):
+    from test_glue import write_glue
+    folder = model_folder(tmp_path / "model")
+    (folder / "model.safetensors").write_bytes(b"\0" * 7)
+    out = cli(f"model.path={folder}", "task=glue/sst2", f"task.data_dir={write_glue(tmp_path / 'SST-2', 'sst2', 8)}",
+              f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: model.path='{folder}': the weights (model.safetensors) could not be loaded")
+    assert [line for line in lines if line.startswith("error")] == lines[-1:]
+
+
+# --- resume=true refuses a changed run ---
+
+QUICK = ["task.n_train=128", "task.n_eval=32", "train.epochs=1"]
+
+
+def test_resume_refuses_a_changed_result_field_and_allows_logging_changes(hydra_conf, tmp_path):
+    import json
+    from lora_repro.run import run
+    run(hydra_conf(*QUICK), tmp_path)
+    stored = json.loads((tmp_path / "run_config.json").read_text())
+    assert stored["method"]["r"] == 8 and stored["train"]["lr"] == 0.01
+    before = (tmp_path / "metrics.json").read_text()
+    for override, line in [
+        ("method.r=4", f"resume=true: method.r=4 differs from the run being resumed (method.r=8 in "
+                       f"{tmp_path / 'run_config.json'}); it changes the result: resume with method.r=8, or start a "
+                       f"new run directory"),
+        ("train.lr=0.02", "resume=true: train.lr=0.02 differs from the run being resumed (train.lr=0.01 in"),
+        ("seed=1", "resume=true: seed=1 differs from the run being resumed (seed=0 in"),
+        ("task.n_train=256", "resume=true: task.n_train=256 differs from the run being resumed (task.n_train=128 in"),
+    ]:
+        with pytest.raises(ValueError) as err:
+            run(hydra_conf(*QUICK, override, "resume=true"), tmp_path)
+        assert str(err.value).startswith(line)
+    assert (tmp_path / "metrics.json").read_text() == before  # refused before anything ran
+    with pytest.raises(ValueError, match=r"resume=true: method.alpha=4 differs .* \(1 more: method.r\)"):
+        run(hydra_conf(*QUICK, "method.r=4", "method.alpha=4", "resume=true"), tmp_path)
+    record = run(hydra_conf(*QUICK, "train.log_every=5", "train.eval_batch_size=16", "resume=true"), tmp_path)
+    assert record["steps"] == json.loads(before)["steps"]  # the finished run resumed: nothing more to train

@@ -52,7 +52,17 @@ def check_data_dir(cfg: DictConfig) -> Path:
 
 
 def read_file(path: Path) -> pd.DataFrame:
-    """One split as a frame with columns mr, ref (one row per reference)."""
+    """One split as a frame with columns mr, ref (one row per reference); a file without one usable row is an error."""
+    frame = _read_file(path)
+    if not len(frame):
+        raise ValueError(f"task.data_dir: {path} has no rows; an E2E split needs at least one MR and reference")
+    if not ((frame.mr != "") & (frame.ref != "")).any():
+        raise ValueError(f"task.data_dir: {path} has no usable rows: none of its {len(frame)} has both an MR and a "
+                         f"reference")
+    return frame
+
+
+def _read_file(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         frame.columns = [c.lower() for c in frame.columns]

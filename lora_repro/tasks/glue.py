@@ -101,6 +101,10 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
         log.warning("%s: skipped %d malformed row(s) (field count is not %d), at line(s) %s", path, len(bad),
                     len(header), ", ".join(str(n) for n, _ in bad[:20]) + (" ..." if len(bad) > 20 else ""))
     good = [row for n, row in rows if len(row) == len(header)]
+    if not good:  # an empty split would fail later as "num_samples should be a positive integer value"
+        what = (f"no usable rows: all {len(rows)} have the wrong field count (skipped by task.bad_rows=skip)" if rows
+                else "no rows" + (" below its header" if lines else ""))
+        raise ValueError(f"task.data_dir: {path} has {what}; a GLUE split needs at least one row")
     return pd.DataFrame(good, columns=header, dtype=str)
 
 
