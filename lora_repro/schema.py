@@ -407,3 +407,16 @@ def markdown_table() -> str:
         prefix, _, rest = title.partition(" ")
         rows(model, prefix, rest)
     return "\n".join(lines) + "\n"
+
+
+README_BEGIN, README_END = "<!-- schema table: begin (python -m lora_repro.schema) -->", "<!-- schema table: end -->"
+
+
+def readme_table(readme: str) -> str:
+    """The text between the README's markers (what markdown_table() must equal)."""
+    start = readme.index(README_BEGIN) + len(README_BEGIN) + 1
+    return readme[start:readme.index(README_END)]
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

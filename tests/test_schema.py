@@ -381,3 +381,19 @@ def test_resume_refuses_a_changed_result_field_and_allows_logging_changes(hydra_
         run(hydra_conf(*QUICK, "method.r=4", "method.alpha=4", "resume=true"), tmp_path)
     record = run(hydra_conf(*QUICK, "train.log_every=5", "train.eval_batch_size=16", "resume=true"), tmp_path)
     assert record["steps"] == json.loads(before)["steps"]  # the finished run resumed: nothing more to train
+
+
+# --- the README's configuration table is the schema's ---
+
+def test_the_readme_table_is_generated_from_the_schema():
+    readme = (ROOT / "README.md").read_text()
+    table = schema.markdown_table()
+    assert schema.readme_table(readme) == table
+    assert "| `train.epochs` | int | `3` | an integer >= 1 | passes over the training set (Table 9, Table 11) |" in table
+    assert "| `method.r` (lora) | int | `8` | an integer >= 1 |" in table
+    rows = [line for line in table.splitlines()[2:]]
+    n_fields = sum(len(m.model_fields) - len(schema.SUBGROUPS.get(m, ())) for _, m in schema.GROUPS) - \
+        sum(len(schema.MethodCommon.model_fields) for _, m in schema.GROUPS
+            if m is not schema.MethodCommon and issubclass(m, schema.MethodCommon)) - 1 + \
+        len(schema.DecodeConfig.model_fields)  # task.decode expands to its fields
+    assert len(rows) == n_fields
