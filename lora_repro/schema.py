@@ -172,6 +172,13 @@ class ComposedMethod(MethodCommon):
     targets: Optional[list[str]] = Field(None, description="the LoRA part's targets, recorded with the run")
 
 
+class EvaluateAdapter(Group):
+    path: Text = Field(description="the adapter python -m lora_repro.evaluate scores: a run dir, our file, PEFT, loralib")
+    r: Optional[int] = Field(None, ge=1, description="a loralib file's r (it stores none; the paper's RoBERTa: 8)")
+    alpha: Optional[float] = Field(None, gt=0, description="a loralib file's alpha (the paper's RoBERTa: 16)")
+    targets: Optional[list[str]] = Field(None, description="a loralib GPT-2 file's targets, e.g. [q, v]")
+
+
 class TopLevel(Group):
     experiment: Text = Field("default", description="name of the group of runs (+experiment=NAME sets it)")
     seed: int = seed_field(0, "run seed: head and method init, dropout, data order (Table 2: 5 seeds)")
@@ -180,6 +187,7 @@ class TopLevel(Group):
     dagger: bool = Field(False, description="Table 2's † setup (Houlsby et al.'s restricted setting)")
     mnli_adapter: Optional[Text] = Field(None, description="the MNLI adapter MRPC, RTE, STS-B start from (App. D.1)")
     repro_lr: Optional[dict[str, float]] = Field(None, description="per-method lr of the repro_* experiments")
+    adapter: Optional[EvaluateAdapter] = Field(None, description="conf/evaluate.yaml: the adapter to score")
     model: dict[str, Any]
     task: dict[str, Any]
     method: dict[str, Any]
