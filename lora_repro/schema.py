@@ -342,6 +342,17 @@ def check_group(model: type[Group], data: dict, prefix: str) -> Group:
         raise ValueError(error_line(err, model, prefix, data)) from None
 
 
+def typed(model: type[Group], cfg, prefix: str):
+    """A group as its schema's typed object (what the code reads: cfg.epochs is an int): a DictConfig or dict is
+    validated, one of model's instances is returned as it is."""
+    if isinstance(cfg, model):
+        return cfg
+    if not isinstance(cfg, dict):
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return check_group(model, cfg, prefix)
+
+
 def check_method(data: dict, prefix: str = "method") -> list[Group]:
     """The method's config (a composition: each part's config too), typed; the name must be a known method."""
     name = data.get("name")

@@ -28,7 +28,7 @@ def resolved(cfg: DictConfig) -> dict:
 
 def check_rules(cfg: DictConfig, typed: dict) -> None:
     """The cross-field rules: batches that divide, targets and r that fit the architecture, decode within the length."""
-    distributed.grad_accum(cfg.train, distributed.world_size())  # global_batch_size divisible by batch x world
+    distributed.grad_accum(typed["train"], distributed.world_size())  # global_batch_size divisible by batch x world
     task = typed["task"]
     if task.name == "synthetic":
         targets.check_targets(task.planted_targets)
