@@ -159,7 +159,7 @@ class AdapterMethod(MethodCommon):
 
 class PrefixMethod(MethodCommon):
     name: Literal["prefix_embed", "prefix_layer"] = Field(description="PreEmbed / PreLayer (Sec. 5.1)")
-    prefix_len: int = Field(ge=1, description="l_p, trainable tokens before the input (Sec. 5.1)")
+    prefix_len: int = Field(ge=0, description="l_p, trainable tokens before the input (Sec. 5.1); l_p + l_i >= 1")
     infix_len: int = Field(0, ge=0, description="l_i, after the input; BERT/RoBERTa only")
     init_std: float = Field(0.02, gt=0, description="std of the random init of the vectors")
 

@@ -35,6 +35,10 @@ def check_rules(cfg: DictConfig, typed: dict) -> None:
     if task.name == "e2e" and task.decode.max_new_tokens >= task.max_seq_len:
         raise ValueError(f"task.decode.max_new_tokens={task.decode.max_new_tokens} is invalid; valid choices: an "
                          f"integer < task.max_seq_len ({task.max_seq_len}): the prompt keeps the rest")
+    for part in typed["method"]:
+        if part.name in ("prefix_embed", "prefix_layer") and part.prefix_len + part.infix_len < 1:
+            raise ValueError(f"method.prefix_len={part.prefix_len} with method.infix_len={part.infix_len} is invalid; "
+                             f"valid choices: l_p + l_i >= 1 (Sec. 5.1), e.g. method.prefix_len=10")
     lora_parts = [part for part in typed["method"] if part.name == "lora"]
     for part in lora_parts:
         targets.check_targets(part.targets)

@@ -205,8 +205,11 @@ def test_every_bound_itself_is_accepted(hydra_conf):
     ([], "seed", -1, "seed=-1 is invalid; valid choices: an integer in [0, 4294967295]"),
     (["task=glue/sst2"], "task.max_seq_len", 0, "task.max_seq_len=0 is invalid; valid choices: an integer >= 2"),
     (["method=adapter_h"], "method.bottleneck", 0, "method.bottleneck=0 is invalid; valid choices: an integer >= 1"),
+    (["method=prefix_layer"], "method.prefix_len", -1,
+     "method.prefix_len=-1 is invalid; valid choices: an integer >= 0"),
     (["method=prefix_layer"], "method.prefix_len", 0,
-     "method.prefix_len=0 is invalid; valid choices: an integer >= 1"),
+     "method.prefix_len=0 with method.infix_len=0 is invalid; valid choices: l_p + l_i >= 1 (Sec. 5.1), "
+     "e.g. method.prefix_len=10"),
     (["task=e2e", "model=tiny-gpt2"], "task.decode.num_beams", 0,
      "task.decode.num_beams=0 is invalid; valid choices: an integer >= 1"),
     (["method=lora+prefix_embed"], "method.lora.r", 0, "method.lora.r=0 is invalid; valid choices: an integer >= 1"),
