@@ -46,7 +46,7 @@ class TrainConfig(Group):
     global_batch_size: Optional[int] = Field(
         None, ge=1, description="examples per optimizer step over all devices (Table 9 batch x 8 GPUs)")
     eval_batch_size: int = Field(64, ge=1, description="examples (E2E: MRs) per evaluation batch")
-    lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate (Table 9, Table 11)")
+    lr: float = Field(5e-4, ge=0, description="AdamW peak learning rate (Table 9, Table 11); 0 trains nothing")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="linear warmup fraction when warmup_steps is 0 (Table 9)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps; 0 = use warmup_ratio (Table 11: 500)")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices (Table 9, Table 11)")

@@ -200,7 +200,7 @@ def test_every_bound_itself_is_accepted(hydra_conf):
     ([], "train.epochs", 0, "train.epochs=0 is invalid; valid choices: an integer >= 1"),
     ([], "train.grad_accum", 0, "train.grad_accum=0 is invalid; valid choices: an integer >= 1"),
     ([], "train.warmup_ratio", 2, "train.warmup_ratio=2 is invalid; valid choices: a number in [0, 1)"),
-    ([], "train.lr", -1, "train.lr=-1 is invalid; valid choices: a number > 0"),
+    ([], "train.lr", -1, "train.lr=-1 is invalid; valid choices: a number >= 0"),
     ([], "train.precision", "fp16", "train.precision='fp16' is invalid; valid choices: ['bf16', 'fp32']"),
     ([], "seed", -1, "seed=-1 is invalid; valid choices: an integer in [0, 4294967295]"),
     (["task=glue/sst2"], "task.max_seq_len", 0, "task.max_seq_len=0 is invalid; valid choices: an integer >= 2"),
