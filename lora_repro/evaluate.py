@@ -35,7 +35,9 @@ def score(cfg: DictConfig, run_dir: Path) -> dict:
         with open_dict(cfg):
             cfg.task.max_train_samples = 1
     torch.manual_seed(int(cfg.model.get("init_seed", 0)))  # a tiny model's W0, as lora_repro.run builds it
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"))
+    synthetic = cfg.task.name == "synthetic"  # its head is the planted teacher's, fixed with W0 (as lora_repro.run)
+    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
+                       fresh_head=not synthetic)
     tokenizer = load_tokenizer(cfg.model) if cfg.task.name != "synthetic" else None
     data = load_task(cfg.task, model, tokenizer)  # the synthetic teacher is planted in a copy of W0, before LoRA
     formats.into_model(adapter, model)
