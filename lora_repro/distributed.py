@@ -76,10 +76,10 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
 def grad_accum(cfg: DictConfig, world: int) -> int:
     """Micro-batches per optimizer step on each device: global_batch_size / (batch_size x world) when the global
     batch is set, else train.grad_accum (so the global batch is batch_size x grad_accum x world)."""
-    per_device = int(cfg.batch_size)
-    if cfg.get("global_batch_size") is None:
-        return int(cfg.grad_accum)
-    total = int(cfg.global_batch_size)
+    per_device = cfg.batch_size  # a typed train config (schema.TrainConfig) or its DictConfig: both read the same
+    if cfg.global_batch_size is None:
+        return cfg.grad_accum
+    total = cfg.global_batch_size
     if total < 1 or total % (per_device * world):
         raise ValueError(f"train.global_batch_size={total} is not a positive multiple of train.batch_size "
                          f"({per_device}, per device) x {world} processes; valid choices: multiples of "

@@ -37,6 +37,22 @@ def check_model_dir(path: str) -> Path:
     return folder
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
+TOKENIZER_SUFFIXES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt", ".model")
+
+
+def folder_files(folder: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """The files of a model folder whose names end in one of suffixes, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(suffixes))
+
+
+def unreadable(path: str, what: str, files: list[str], err: Exception) -> str:
+    """One line: the model folder, the files that failed to load, and the loader's own first line."""
+    cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    return (f"model.path={path!r}: the {what} ({', '.join(files) or f'no {what} files'}) could not be loaded: "
+            f"{type(err).__name__}: {cause}; re-save or re-download the model folder")
+
+
 def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
                fresh_head: bool = True) -> nn.Module:
     """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
@@ -50,7 +66,11 @@ def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
     extra.update(OmegaConf.to_container(cfg.config_overrides) if cfg.get("config_overrides") else {})
     if cfg.get("path"):
-        return auto.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
+        folder = check_model_dir(cfg.path)
+        try:
+            return auto.from_pretrained(str(folder), local_files_only=True, **extra)
+        except Exception as err:  # a truncated or foreign weights file: name it, keep the cause for HYDRA_FULL_ERROR
+            raise ValueError(unreadable(cfg.path, "weights", folder_files(folder, WEIGHT_SUFFIXES), err)) from err
     if cfg.get("config"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.get("init_seed", 0)))
@@ -106,7 +126,11 @@ def byte_tokenizer(max_length: int = 1024) -> PreTrainedTokenizerFast:
 def load_tokenizer(cfg: DictConfig):
     """The backbone's tokenizer, from the same place as its weights."""
     if cfg.get("path"):
-        return AutoTokenizer.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True)
+        folder = check_model_dir(cfg.path)
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except Exception as err:  # a broken tokenizer.json / vocab file: name it
+            raise ValueError(unreadable(cfg.path, "tokenizer", folder_files(folder, TOKENIZER_SUFFIXES), err)) from err
     if cfg.get("config"):
         return byte_tokenizer() if cfg.config.model_type in CAUSAL_TYPES else char_tokenizer()
     return AutoTokenizer.from_pretrained(cfg.name)

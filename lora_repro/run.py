@@ -21,7 +21,7 @@ from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
 from lora_repro.tasks import TaskData, head_kind, load_task, num_labels
 from lora_repro.train import NonFiniteLoss, pick_device, seed_everything, train
-from lora_repro.validate import validate
+from lora_repro.validate import check_resume, store_config, validate
 
 log = logging.getLogger("lora_repro")
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)  # a wrong config or data: one line, no traceback
@@ -45,6 +45,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     rank trains and evaluates, and rank 0 alone writes metrics.json, the adapter and the logs."""
     device = distributed.setup(pick_device(cfg.device))
     run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
+    check_resume(cfg, run_dir)  # before anything loads: a changed field refuses the resume
+    if distributed.is_main():
+        store_config(cfg, run_dir)
     log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
     model, data = build(cfg)
     apply_method(model, cfg.method)

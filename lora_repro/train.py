@@ -18,7 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lora_repro import distributed
+from lora_repro import distributed, schema
 from lora_repro.lora import read_adapter
 from lora_repro.record import save_adapter, write_json
 from lora_repro.tasks import TaskData
@@ -83,13 +83,13 @@ def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: to
     model.eval()
     if data.evaluate is not None:
         with autocast(device, cfg.precision):
-            metrics = data.evaluate(model, device, int(cfg.eval_batch_size), out_dir, tag)
+            metrics = data.evaluate(model, device, cfg.eval_batch_size, out_dir, tag)
         model.train()
         return metrics
     metrics = {}
     for i, (split, dataset) in enumerate(data.evals.items()):
         logits, labels = [], []
-        for batch in DataLoader(dataset, batch_size=int(cfg.eval_batch_size), collate_fn=data.collate):
+        for batch in DataLoader(dataset, batch_size=cfg.eval_batch_size, collate_fn=data.collate):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, cfg.precision):
                 logits.append(model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().cpu())
@@ -134,7 +134,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     return state
 
 
-def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device, log,
+def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.TrainConfig, device: torch.device, log,
           checkpoint_dir: Path | None = None, resume: bool = False) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
 
@@ -146,10 +146,11 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     on every world-th batch of the one-process order, so a step sees the same global batch whatever the world size;
     only rank 0 writes checkpoints, and every rank evaluates the full eval set on its own (identical) model.
     """
+    cfg = schema.typed(schema.TrainConfig, cfg, "train")  # typed values, the schema's defaults and ranges
     model.to(device).train()
     world, rank = distributed.world_size(), distributed.rank()
-    order = torch.Generator().manual_seed(int(cfg.get("data_order_seed", 0)))
-    batches = BatchSampler(RandomSampler(data.train, generator=order), int(cfg.batch_size), drop_last=False)
+    order = torch.Generator().manual_seed(cfg.data_order_seed)
+    batches = BatchSampler(RandomSampler(data.train, generator=order), cfg.batch_size, drop_last=False)
     # generator=order too: the loader draws its worker base seed from it, as DataLoader(shuffle=True) does
     # pinned host batches on CUDA, so the copy to the device below does not block the host (non_blocking)
     loader = DataLoader(data.train, batch_sampler=distributed.ShardedBatches(batches, rank, world),
@@ -161,10 +162,9 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     batches_per_epoch = len(loader.batch_sampler)  # on each rank, the same on every rank (ShardedBatches)
     wrapped = model if world == 1 else \
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    total = steps_per_epoch * int(cfg.epochs)
-    warmup = int(cfg.warmup_steps) if cfg.get("warmup_steps") else int(float(cfg.warmup_ratio) * total)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, float(cfg.weight_decay)), lr=float(cfg.lr),
-                                  eps=float(cfg.adam_eps))
+    total = steps_per_epoch * cfg.epochs
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history, best, step, tokens, train_time, first, skip = [], None, 0, 0, 0.0, 0, 0
@@ -180,7 +180,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         if state.get("world", 1) != world:
             raise ValueError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
                              f"processes, this run has {world}; resume with the same number of processes")
-    every = int(cfg.get("checkpoint_every", 0))
+    every = cfg.checkpoint_every
     bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0,
                disable=not distributed.is_main())
     running, last_log = torch.zeros((), device=device), step  # summed loss since the last log: no sync per step
@@ -193,7 +193,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
                                 f"{last_log}, checked every train.log_every={cfg.log_every} steps); "
                                 f"lower train.lr={cfg.lr} or check the data")
         return value
-    for epoch in range(first, int(cfg.epochs)):
+    for epoch in range(first, cfg.epochs):
         start, cpu_start = time.perf_counter(), time.process_time()
         epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
@@ -205,7 +205,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # DDP: all-reduce the gradients only on the last micro-batch of a step
             step_ends = (i + 1) % accum == 0 or i + 1 == batches_per_epoch
-            weight = micro_weight(i, rank, world, accum, int(cfg.batch_size), len(data.train))
+            weight = micro_weight(i, rank, world, accum, cfg.batch_size, len(data.train))
             with wrapped.no_sync() if world > 1 and not step_ends else nullcontext():
                 with autocast(device, cfg.precision):
                     loss = (data.loss(wrapped, batch) if data.loss else wrapped(**batch).loss) * weight
@@ -213,14 +213,14 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
             running += loss.detach().float()
             if not step_ends:
                 continue
-            if float(cfg.max_grad_norm) > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, float(cfg.max_grad_norm))
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update()
-            if step % int(cfg.log_every) == 0 or step == total:
+            if step % cfg.log_every == 0 or step == total:
                 elapsed = train_time + time.perf_counter() - start
                 # tokens: this rank's count x world (exact for fixed-length batches, close for padded text)
                 record = {"step": step, "epoch": epoch, "loss": mean_loss(), "lr": scheduler.get_last_lr()[0],
@@ -243,7 +243,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
         # one sync also ends the epoch's queued work, so the epoch's time below includes it
         train_time += time.perf_counter() - start
         cpu_time += time.process_time() - cpu_start
-        if cfg.get("eval_each_epoch", True) or epoch == int(cfg.epochs) - 1:
+        if cfg.eval_each_epoch or epoch == cfg.epochs - 1:
             out_dir = checkpoint_dir if distributed.is_main() else None  # generated text: rank 0 writes it
             metrics = evaluate(model, data, cfg, device, out_dir, f"epoch{epoch}")
             history.append({"epoch": epoch, "step": step, **metrics})
@@ -258,5 +258,5 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch
     return {"steps": step, "train_time_s": train_time, "train_cpu_s": cpu_time,
             "tokens_per_s": tokens * world / max(train_time, 1e-9),
             "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
-            "global_batch_size": int(cfg.batch_size) * accum * world, "metrics": best["metrics"],
+            "global_batch_size": cfg.batch_size * accum * world, "metrics": best["metrics"],
             "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}

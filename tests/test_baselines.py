@@ -148,7 +148,8 @@ def test_adapters_start_near_the_base_model(kind, atol, name):
 @pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
 @pytest.mark.parametrize("name", BASELINES)
 def test_forward_and_backward_reach_only_trainable_weights(kind, name):
-    model = apply_method(tiny(kind), method(name, bottleneck=4, drop_layers=1)).train()
+    sizes = dict(bottleneck=4, drop_layers=1) if name.startswith("adapter") else {}  # the schema refuses stray keys
+    model = apply_method(tiny(kind), method(name, **sizes)).train()
     ids = torch.randint(1, 100, (2, 7))
     model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
     for n, p in model.named_parameters():

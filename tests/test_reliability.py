@@ -84,13 +84,13 @@ def test_multirun_records_a_failed_job_and_keeps_the_others(tmp_path):
     assert json.loads((tmp_path / "0" / "metrics.json").read_text())["r"] == 1
     assert not (tmp_path / "1" / "metrics.json").exists()
     failed = json.loads((tmp_path / "1" / "failed.json").read_text())
-    assert "method.r=0" in failed["overrides"] and failed["error"].startswith("method.r=0 is not a rank")
+    assert "method.r=0" in failed["overrides"] and failed["error"].startswith("method.r=0 is invalid")
     assert "failed runs (1)" in out.stdout  # the SweepSummary callback
     listing = cli("lora_repro.results", str(tmp_path))
     assert listing.returncode == 0
     finished, _, failures = listing.stdout.partition("failed runs (1):")
     assert "lora" in finished and "method.r=0" not in finished
-    assert "method.r=0" in failures and "is not a rank" in failures
+    assert "method.r=0" in failures and "is invalid" in failures
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):

@@ -6,6 +6,7 @@ import torch.nn as nn
 from omegaconf import DictConfig
 from transformers.activations import ACT2FN
 
+from lora_repro import schema
 from lora_repro.targets import ARCHITECTURES, architecture, block_lists
 
 # Where an adapter may sit, per architecture, as paths inside one block (from targets.ARCHITECTURES):
@@ -52,17 +53,18 @@ def site_paths(kind: str) -> dict[str, str]:
 def dropped_blocks(cfg: DictConfig, n_blocks: int) -> int:
     """How many of the lowest blocks get no adapter: method.drop_layers if set (an error if it leaves none), else
     method.drop_fraction of the depth, rounded and capped at n_blocks - 1 (AdapterDrop's 5 of 12 fits any depth)."""
-    drop = cfg.get("drop_layers")
+    drop = cfg.drop_layers
     if drop is None:
-        return min(round(float(cfg.get("drop_fraction", 0.0)) * n_blocks), n_blocks - 1)
+        return min(round(cfg.drop_fraction * n_blocks), n_blocks - 1)
     if isinstance(drop, bool) or not isinstance(drop, int) or not 0 <= drop < n_blocks:
         raise ValueError(f"method.drop_layers={drop!r} must leave at least one of the {n_blocks} blocks with "
                          f"adapters; valid choices: 0..{n_blocks - 1}, or null for method.drop_fraction of them")
     return drop
 
 
-def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
+def apply(model: nn.Module, cfg: DictConfig | schema.AdapterMethod) -> nn.Module:
     """Freeze the backbone and add an adapter after each of method.sites in every block above method.drop_layers."""
+    cfg = schema.typed(schema.AdapterMethod, cfg, "method")
     kind = architecture(model)
     if kind not in SUPPORTED:
         raise ValueError(f"method.name={cfg.name!r} has no adapter placement for architecture {kind!r}; "
@@ -80,7 +82,7 @@ def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
             for site in sites:
                 sub = block.get_submodule(paths[site])
                 weight = sub.weight
-                sub.adapter = Adapter(_width(sub), int(cfg.bottleneck), cfg.activation, bool(cfg.layernorm),
-                                      float(cfg.init_std), device=weight.device, dtype=weight.dtype)
+                sub.adapter = Adapter(_width(sub), cfg.bottleneck, cfg.activation, cfg.layernorm, cfg.init_std,
+                                      device=weight.device, dtype=weight.dtype)
                 sub.register_forward_hook(_adapt_output)
     return model

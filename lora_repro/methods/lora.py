@@ -2,10 +2,12 @@
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from lora_repro import schema
 from lora_repro.lora import apply_lora
 
 
-def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
-    return apply_lora(model, targets=list(cfg.targets), r=int(cfg.r), alpha=float(cfg.alpha),
-                      dropout=float(cfg.dropout), init=cfg.get("init", "kaiming"),
-                      init_std=float(cfg.get("init_std", 0.02)))
+def apply(model: nn.Module, cfg: DictConfig | schema.LoraMethod) -> nn.Module:
+    """LoRA on the typed method config (schema.LoraMethod: its defaults and ranges)."""
+    cfg = schema.typed(schema.LoraMethod, cfg, "method")
+    return apply_lora(model, targets=cfg.targets, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, init=cfg.init,
+                      init_std=cfg.init_std)

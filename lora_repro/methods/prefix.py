@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from lora_repro import schema
 from lora_repro.targets import architecture, block_lists
 
 # Where the special tokens go, per architecture: GPT-2 gets them at the front ("prefix" = prepended); BERT/RoBERTa
@@ -143,7 +144,7 @@ def _overwrite_layer(block: nn.Module, args: tuple):
 
 
 def _lengths(cfg: DictConfig, kind: str) -> tuple[int, int]:
-    prefix_len, infix_len = int(cfg.prefix_len), int(cfg.get("infix_len", 0))
+    prefix_len, infix_len = cfg.prefix_len, cfg.infix_len
     if prefix_len < 0 or infix_len < 0 or prefix_len + infix_len == 0:
         raise ValueError(f"method.prefix_len={prefix_len}, method.infix_len={infix_len}: both must be >= 0 "
                          f"and at least one > 0")
@@ -153,7 +154,8 @@ def _lengths(cfg: DictConfig, kind: str) -> tuple[int, int]:
     return prefix_len, infix_len
 
 
-def _apply(model: nn.Module, cfg: DictConfig, mode: str) -> nn.Module:
+def _apply(model: nn.Module, cfg: DictConfig | schema.PrefixMethod, mode: str) -> nn.Module:
+    cfg = schema.typed(schema.PrefixMethod, cfg, "method")
     kind = architecture(model)
     if kind not in INSERT_AT:
         raise ValueError(f"method.name={cfg.name!r} has no token placement for architecture {kind!r}; "
@@ -166,7 +168,7 @@ def _apply(model: nn.Module, cfg: DictConfig, mode: str) -> nn.Module:
     blocks = list(base.get_submodule(blocks_path))
     emb = base.get_input_embeddings().weight
     base.prefix = PrefixTokens(mode, len(blocks) if mode == "layer" else 1, prefix_len, infix_len, emb.shape[1],
-                               INSERT_AT[kind], float(cfg.init_std), device=emb.device, dtype=emb.dtype)
+                               INSERT_AT[kind], cfg.init_std, device=emb.device, dtype=emb.dtype)
     base.register_forward_pre_hook(_insert_tokens, with_kwargs=True)
     base.register_forward_hook(_remove_tokens, with_kwargs=True)
     if mode == "layer":

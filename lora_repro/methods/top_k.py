@@ -2,12 +2,14 @@
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from lora_repro import schema
 from lora_repro.targets import architecture, block_lists
 
 
-def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
+def apply(model: nn.Module, cfg: DictConfig | schema.TopKMethod) -> nn.Module:
     """Freeze everything, then unfreeze the last method.k blocks of each block list (the final LayerNorm stays frozen)."""
-    k = int(cfg.k)
+    cfg = schema.typed(schema.TopKMethod, cfg, "method")
+    k = cfg.k
     kind = architecture(model)
     lists = block_lists(model, kind)
     if not lists:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from lora_repro import schema
 from lora_repro.tasks import TaskData
 
 SPLITS = ("train", "dev", "test")
@@ -26,9 +27,10 @@ HUB_COLUMNS = {"meaning_representation": "mr", "human_reference": "ref"}
 
 
 def check_split(cfg: DictConfig, field: str) -> str:
-    if cfg.get(field) not in SPLITS:
-        raise ValueError(f"task.{field}={cfg.get(field)!r} is not an E2E split; valid choices: {list(SPLITS)}")
-    return cfg[field]
+    value = getattr(cfg, field, None)  # a typed schema.E2ETask or its DictConfig
+    if value not in SPLITS:
+        raise ValueError(f"task.{field}={value!r} is not an E2E split; valid choices: {list(SPLITS)}")
+    return value
 
 
 def split_file(folder: Path, split: str) -> Path:
@@ -52,7 +54,17 @@ def check_data_dir(cfg: DictConfig) -> Path:
 
 
 def read_file(path: Path) -> pd.DataFrame:
-    """One split as a frame with columns mr, ref (one row per reference)."""
+    """One split as a frame with columns mr, ref (one row per reference); a file without one usable row is an error."""
+    frame = _read_file(path)
+    if not len(frame):
+        raise ValueError(f"task.data_dir: {path} has no rows; an E2E split needs at least one MR and reference")
+    if not ((frame.mr != "") & (frame.ref != "")).any():
+        raise ValueError(f"task.data_dir: {path} has no usable rows: none of its {len(frame)} has both an MR and a "
+                         f"reference")
+    return frame
+
+
+def _read_file(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         frame.columns = [c.lower() for c in frame.columns]
@@ -71,7 +83,7 @@ def read_file(path: Path) -> pd.DataFrame:
 
 def read_split(cfg: DictConfig, split: str) -> pd.DataFrame:
     """Split `split` from task.data_dir if set, else from the hub."""
-    if cfg.get("data_dir"):
+    if cfg.data_dir:
         return read_file(split_file(Path(cfg.data_dir), split))
     import datasets
     hub = datasets.load_dataset(cfg.hub_id, split=HUB_SPLITS[split])
@@ -159,13 +171,12 @@ def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig,
     from lora_repro.beam import beam_search
     dec = cfg.decode
     stops = [tokenizer.eos_token, *dec.stop_strings]
-    max_prompt = int(cfg.max_seq_len) - int(dec.max_new_tokens)  # gpt2_beam.py: prompts cut to seq_len - eval_len
+    max_prompt = cfg.max_seq_len - dec.max_new_tokens  # gpt2_beam.py: prompts cut to seq_len - eval_len
     outputs = []
     for start in tqdm(range(0, len(mrs), batch_size), desc="decode", leave=False, dynamic_ncols=True):
         batch = {k: v.to(device) for k, v in prompt_batch(tokenizer, mrs[start:start + batch_size], max_prompt).items()}
-        best = beam_search(model, batch["input_ids"], batch["attention_mask"], int(dec.num_beams),
-                           int(dec.max_new_tokens), float(dec.length_penalty), int(dec.no_repeat_ngram_size),
-                           stop_ids(tokenizer, list(dec.stop_strings)))
+        best = beam_search(model, batch["input_ids"], batch["attention_mask"], dec.num_beams, dec.max_new_tokens,
+                           dec.length_penalty, dec.no_repeat_ngram_size, stop_ids(tokenizer, list(dec.stop_strings)))
         outputs += [clean(text, stops) for text in tokenizer.batch_decode(best, skip_special_tokens=False)]
     return outputs
 
@@ -178,24 +189,24 @@ def write_official(folder: Path, references: list[list[str]], hypotheses: list[s
 
 
 def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
-    return frame.sample(n=int(n), random_state=seed) if n and len(frame) > int(n) else frame
+    return frame.sample(n=n, random_state=seed) if n and len(frame) > n else frame
 
 
-def load(cfg: DictConfig, tokenizer) -> TaskData:
+def load(cfg: DictConfig | schema.E2ETask, tokenizer) -> TaskData:
     """The train split as MR/reference pairs, the eval split as one MR group per unique MR; BLEU is the main metric."""
     from lora_repro.metrics.e2e import score_run
-    if cfg.get("data_dir"):
+    cfg = schema.typed(schema.E2ETask, cfg, "task")
+    if cfg.data_dir:
         check_data_dir(cfg)
     train_split, eval_split = check_split(cfg, "train_split"), check_split(cfg, "eval_split")
     if tokenizer.eos_token_id is None:
         raise ValueError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
-    seed = int(cfg.get("data_seed", 0))
-    train = subsample(read_split(cfg, train_split), cfg.get("max_train_samples"), seed)
+    train = subsample(read_split(cfg, train_split), cfg.max_train_samples, cfg.data_seed)
     mrs, references = group_references(read_split(cfg, eval_split))
-    if cfg.get("max_eval_mrs"):
-        mrs, references = mrs[:int(cfg.max_eval_mrs)], references[:int(cfg.max_eval_mrs)]
-    rows = encode(tokenizer, list(train.mr), list(train.ref), int(cfg.max_seq_len))
-    smoothing = float(cfg.label_smoothing)
+    if cfg.max_eval_mrs:
+        mrs, references = mrs[:cfg.max_eval_mrs], references[:cfg.max_eval_mrs]
+    rows = encode(tokenizer, list(train.mr), list(train.ref), cfg.max_seq_len)
+    smoothing = cfg.label_smoothing
 
     def loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding
 
 from lora_repro.metrics.glue import Glue
+from lora_repro import schema
 from lora_repro.tasks import TaskData
 
 HUB_ID = "nyu-mll/glue"
@@ -57,9 +58,10 @@ SUBSETS = {
 
 
 def subset(cfg: DictConfig) -> Subset:
-    if cfg.get("subset") not in SUBSETS:
-        raise ValueError(f"task.subset={cfg.get('subset')!r} is not a GLUE task; valid choices: {list(SUBSETS)}")
-    return SUBSETS[cfg.subset]
+    name = getattr(cfg, "subset", None)  # a typed schema.GlueTask or its DictConfig
+    if name not in SUBSETS:
+        raise ValueError(f"task.subset={name!r} is not a GLUE task; valid choices: {list(SUBSETS)}")
+    return SUBSETS[name]
 
 
 def check_data_dir(cfg: DictConfig, spec: Subset) -> Path:
@@ -101,6 +103,10 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
         log.warning("%s: skipped %d malformed row(s) (field count is not %d), at line(s) %s", path, len(bad),
                     len(header), ", ".join(str(n) for n, _ in bad[:20]) + (" ..." if len(bad) > 20 else ""))
     good = [row for n, row in rows if len(row) == len(header)]
+    if not good:  # an empty split would fail later as "num_samples should be a positive integer value"
+        what = (f"no usable rows: all {len(rows)} have the wrong field count (skipped by task.bad_rows=skip)" if rows
+                else "no rows" + (" below its header" if lines else ""))
+        raise ValueError(f"task.data_dir: {path} has {what}; a GLUE split needs at least one row")
     return pd.DataFrame(good, columns=header, dtype=str)
 
 
@@ -129,30 +135,31 @@ def read_tsv(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame:
 
 def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
     """Every split of the task, from task.data_dir if it is set, else from the hub."""
-    if cfg.get("data_dir"):
+    if cfg.data_dir:
         folder = check_data_dir(cfg, spec)
-        return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec, cfg.get("bad_rows", "error")),
+        return {split: datasets.Dataset.from_pandas(read_tsv(folder / name, spec, cfg.bad_rows),
                                                     preserve_index=False)
                 for split, name in spec.tsv.items()}
     hub = datasets.load_dataset(HUB_ID, cfg.subset)
     return {split: hub[split] for split in spec.tsv}
 
 
-def load(cfg: DictConfig, tokenizer) -> TaskData:
+def load(cfg: DictConfig | schema.GlueTask, tokenizer) -> TaskData:
     """GLUE task task.subset: tokenized splits (dev sets for evaluation, as the paper reports) and its metric."""
+    cfg = schema.typed(schema.GlueTask, cfg, "task")
     spec = subset(cfg)
     splits = read_splits(cfg, spec)
     a, b = spec.text
 
     def tokenize(batch):
-        out = tokenizer(batch[a], batch[b] if b else None, truncation=True, max_length=int(cfg.max_seq_len))
+        out = tokenizer(batch[a], batch[b] if b else None, truncation=True, max_length=cfg.max_seq_len)
         out["labels"] = batch["label"]
         return out
 
-    limits = {s: cfg.get("max_train_samples" if s == "train" else "max_eval_samples") for s in splits}
+    limits = {s: cfg.max_train_samples if s == "train" else cfg.max_eval_samples for s in splits}
     for split, n in limits.items():
         if n and len(splits[split]) > n:
-            splits[split] = splits[split].shuffle(seed=int(cfg.get("data_seed", 0))).select(range(int(n)))
+            splits[split] = splits[split].shuffle(seed=cfg.data_seed).select(range(n))
     splits = {s: d.map(tokenize, batched=True, remove_columns=d.column_names) for s, d in splits.items()}
     for d in splits.values():
         d.set_format("torch")

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch.utils.data import TensorDataset
 
 from lora_repro.targets import resolve_targets
+from lora_repro import schema
 from lora_repro.tasks import TaskData
 
 
@@ -49,11 +50,12 @@ def teacher_outputs(teacher: torch.nn.Module, ids: torch.Tensor, batch: int = 25
 
 def load(cfg: DictConfig, model: torch.nn.Module) -> TaskData:
     """Random token sequences with the planted teacher's outputs as targets; scored by R^2 (and argmax agreement)."""
-    gen = torch.Generator().manual_seed(int(cfg.data_seed))
+    cfg = schema.typed(schema.SyntheticTask, cfg, "task")
+    gen = torch.Generator().manual_seed(cfg.data_seed)
     teacher = copy.deepcopy(model)
-    planted = plant(teacher, list(cfg.planted_targets), int(cfg.planted_rank), float(cfg.planted_scale), gen)
-    n_train, n_eval, vocab = int(cfg.n_train), int(cfg.n_eval), model.config.vocab_size
-    ids = torch.randint(5, vocab, (n_train + n_eval, int(cfg.seq_len)), generator=gen)  # 0..4: special tokens
+    planted = plant(teacher, cfg.planted_targets, cfg.planted_rank, cfg.planted_scale, gen)
+    n_train, n_eval, vocab = cfg.n_train, cfg.n_eval, model.config.vocab_size
+    ids = torch.randint(5, vocab, (n_train + n_eval, cfg.seq_len), generator=gen)  # 0..4: special tokens
     labels = teacher_outputs(teacher, ids)
     del teacher
     train = TensorDataset(ids[:n_train], labels[:n_train])
