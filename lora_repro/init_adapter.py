@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lora_repro.lora import read_adapter
+from lora_repro.lora import check_fit, read_adapter
 from lora_repro.models import is_head
 
 ADAPTER_FILE = "adapter.safetensors"  # what lora_repro.run writes in every run directory
@@ -61,13 +61,7 @@ def init_from_adapter(model: nn.Module, path: str | Path, keep_head: bool = Fals
     tensors, params = read_tensors(path), dict(model.named_parameters())
     head = {k: v for k, v in tensors.items() if is_head(k)}
     body = {k: v for k, v in tensors.items() if not is_head(k)}
-    for name, t in sorted(body.items()):
-        if name not in params:
-            raise ValueError(f"method.init_adapter={str(path)!r} does not fit the model: tensor {name} has no place "
-                             f"in it (another architecture, targets or method?)")
-        if t.shape != params[name].shape:
-            raise ValueError(f"method.init_adapter={str(path)!r} does not fit the model: tensor {name} has shape "
-                             f"{tuple(t.shape)}, the model expects {tuple(params[name].shape)} (another r?)")
+    check_fit(body, params, f"method.init_adapter={str(path)!r}")
     missing = sorted(n for n, p in params.items() if p.requires_grad and not is_head(n) and n not in body)
     if missing:
         raise ValueError(f"method.init_adapter={str(path)!r} lacks {len(missing)} of the method's trainable tensors, "

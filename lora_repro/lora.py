@@ -239,17 +239,21 @@ def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
     if any(layer.merged for layer in lora_layers(model)):
         raise RuntimeError("the model's LoRA weights are merged: call unmerge_lora(model) before load_lora")
     tensors, expected = read_adapter(path), lora_state_dict(model)
-    lora_names = {n for n in expected if ".lora_" in n}
-    missing = sorted(lora_names - tensors.keys())
+    missing = sorted({n for n in expected if ".lora_" in n} - tensors.keys())
     if missing:
         raise ValueError(f"adapter {path} does not fit the model: it has no tensor {missing[0]} "
                          f"(other architecture, targets or method?)")
-    for name, t in sorted(tensors.items()):
-        if name not in expected:
-            raise ValueError(f"adapter {path} does not fit the model: tensor {name} has no place in it "
-                             f"(other architecture, targets or method?)")
-        if t.shape != expected[name].shape:
-            raise ValueError(f"adapter {path} does not fit the model: tensor {name} has shape {tuple(t.shape)}, "
-                             f"the model expects {tuple(expected[name].shape)} (other r or task head?)")
+    check_fit(tensors, expected, f"adapter {path}")
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def check_fit(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """Every saved tensor has a place of its shape in the model; else one error naming the first that does not."""
+    for name, t in sorted(tensors.items()):
+        if name not in expected:
+            raise ValueError(f"{source} does not fit the model: tensor {name} has no place in it "
+                             f"(other architecture, targets or method?)")
+        if t.shape != expected[name].shape:
+            raise ValueError(f"{source} does not fit the model: tensor {name} has shape {tuple(t.shape)}, "
+                             f"the model expects {tuple(expected[name].shape)} (other r or task head?)")

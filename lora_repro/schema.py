@@ -353,14 +353,19 @@ def typed(model: type[Group], cfg, prefix: str):
     return check_group(model, cfg, prefix)
 
 
+def method_names(name, prefix: str = "method") -> list[str]:
+    """The methods `name` applies: one known method, or two different ones joined by + (a composition)."""
+    names = name.split("+") if isinstance(name, str) else [name]
+    if any(n not in METHODS for n in names) or len(set(names)) < len(names):
+        raise ValueError(f"{prefix}.name={name!r} is not a method; valid choices: {sorted(METHODS)}, or two different "
+                         f"ones joined by + (a composition, e.g. lora+prefix_embed)")
+    return names
+
+
 def check_method(data: dict, prefix: str = "method") -> list[Group]:
     """The method's config (a composition: each part's config too), typed; the name must be a known method."""
     name = data.get("name")
-    names = name.split("+") if isinstance(name, str) else [name]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or len(set(names)) < len(names):
-        raise ValueError(f"{prefix}.name={name!r} is not a method; valid choices: {sorted(METHODS)}, or two different "
-                         f"ones joined by + (a composition, e.g. lora+prefix_embed)")
+    names = method_names(name, prefix)
     if len(names) == 1:
         return [check_group(METHODS[name], data, prefix)]
     absent = [n for n in names if not isinstance(data.get(n), dict)]

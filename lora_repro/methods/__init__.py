@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from lora_repro.methods import adapters, bitfit, full, lora, prefix, top_k
 from lora_repro.models import is_head
+from lora_repro.schema import method_names
 
 METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_topk": top_k.apply,
            "bitfit": bitfit.apply, "adapter_h": adapters.apply, "adapter_p": adapters.apply,
@@ -43,12 +44,7 @@ def method_parts(method_cfg: DictConfig) -> list[DictConfig]:
 
 def check_name(method_cfg: DictConfig) -> str:
     name = method_cfg.get("name")
-    names = name.split("+") if isinstance(name, str) else [name]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or len(set(names)) < len(names):
-        raise ValueError(f"method.name={name!r} is not a method; valid choices: {sorted(METHODS)}, or two different "
-                         f"ones joined by + (a composition, e.g. lora+prefix_embed)")
-    if len(names) > 1:
+    if len(method_names(name)) > 1:
         for part in method_parts(method_cfg):
             if part.get("name") not in METHODS or "+" in part.name:
                 raise ValueError(f"method.name={name!r}: the part config {part.get('name')!r} is not a method")
