@@ -57,6 +57,9 @@ class TrainConfig(Group):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps mid-epoch; 0 = epoch ends only")
     data_order_seed: int = seed_field(0, "seed of the training data order (default: the run seed)")
     eval_each_epoch: bool = Field(True, description="evaluate every epoch (GLUE best epoch, App. D) or only the last")
+    snapshot_steps: list[Annotated[int, Field(ge=0)]] = Field(
+        [], description="optimizer steps after which the trainable tensors are saved to snapshots/step<N>.safetensors "
+                        "(0 = the init); Sec. 7.3's ΔW against training steps")
 
 
 class NoLogger(Group):
@@ -262,7 +265,13 @@ def valid_text(field) -> str:
         text = f"a string matching {pattern}" if pattern else "a string"
     elif origin is list:
         item = args[0]
-        text = f"a list of {list(typing.get_args(item))}" if typing.get_origin(item) is Literal else "a list of strings"
+        base, *meta = typing.get_args(item) if typing.get_origin(item) is Annotated else (item,)
+        if typing.get_origin(base) is Literal:
+            text = f"a list of {list(typing.get_args(base))}"
+        elif base is int:  # e.g. train.snapshot_steps: list[Annotated[int, Field(ge=0)]]
+            text = "a list of integers" + (_range(_bounds(meta[0])) if meta else "")
+        else:
+            text = "a list of strings"
     elif origin is dict or annotation is dict:
         text = "a mapping"
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):

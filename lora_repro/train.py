@@ -181,6 +181,18 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
             raise ValueError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
                              f"processes, this run has {world}; resume with the same number of processes")
     every = cfg.checkpoint_every
+    snapshots = sorted(set(cfg.snapshot_steps))
+    if snapshots and snapshots[-1] > total:
+        raise ValueError(f"train.snapshot_steps={list(cfg.snapshot_steps)} is invalid; valid choices: steps in "
+                         f"[0, {total}] (this run's optimizer steps)")
+
+    def snapshot() -> None:
+        """ΔW as training goes (Sec. 7.3): the trainable tensors after `step` optimizer steps, 0 = the init."""
+        if checkpoint_dir and step in snapshots and distributed.is_main():
+            (checkpoint_dir / "snapshots").mkdir(exist_ok=True)
+            save_adapter(checkpoint_dir / "snapshots" / f"step{step}.safetensors", model, {}, {"step": step})
+    if step == 0:
+        snapshot()
     bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0,
                disable=not distributed.is_main())
     running, last_log = torch.zeros((), device=device), step  # summed loss since the last log: no sync per step
@@ -220,6 +232,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update()
+            snapshot()
             if step % cfg.log_every == 0 or step == total:
                 elapsed = train_time + time.perf_counter() - start
                 # tokens: this rank's count x world (exact for fixed-length batches, close for padded text)

@@ -130,7 +130,8 @@ def bad_values(field) -> list:
         return (["gpu0"] if pattern else []) + [[1]]
     if typing.get_origin(annotation) is list:
         item = typing.get_args(annotation)[0]
-        return [5] + (["[not_a_site]"] if typing.get_origin(item) is typing.Literal else [])
+        items = [[-1]] if typing.get_args(item)[:1] == (int,) else []  # list[Annotated[int, ge=0]]: a negative item
+        return [5] + items + (["[not_a_site]"] if typing.get_origin(item) is typing.Literal else [])
     return ["not_a_mapping"]
 
 
@@ -216,7 +217,7 @@ def test_every_bound_itself_is_accepted(hydra_conf):
     ([], "train.epoch", 3, "train.epoch=3 is not a field of train; valid fields: ['adam_eps', 'batch_size', "
                            "'checkpoint_every', 'data_order_seed', 'epochs', 'eval_batch_size', 'eval_each_epoch', "
                            "'global_batch_size', 'grad_accum', 'log_every', 'lr', 'max_grad_norm', 'precision', "
-                           "'warmup_ratio', 'warmup_steps', 'weight_decay']"),
+                           "'snapshot_steps', 'warmup_ratio', 'warmup_steps', 'weight_decay']"),
     (["method=adapter_h"], "method.bottleneck", KeyError,
      "method.bottleneck is missing; valid choices: an integer >= 1"),
     ([], "logger.name", "tensorboard", "logger.name='tensorboard' is not a logger; valid choices: ['none', 'wandb']"),
@@ -414,5 +415,5 @@ def test_the_readme_table_is_generated_from_the_schema():
                 yield prefix + name
     expected = [path for title, model in schema.GROUPS
                 for path in leaves(model, title.partition(" ")[0] + "." if title else "")]
-    assert len(rows) == len(expected) == 98
+    assert len(rows) == len(expected) == 99
     assert [row.split("`")[1] for row in rows] == expected

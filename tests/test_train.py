@@ -3,6 +3,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lora_repro.lora import read_adapter
 from lora_repro.train import micro_weight, train
 from test_reliability import ROOT, build
 
@@ -55,3 +56,28 @@ def test_the_scripts_global_batches_and_weight_decay_apply():
             train_cfg = config("model=roberta-large", f"method={name}", f"task=glue/{task}").train
             assert (train_cfg.batch_size, train_cfg.global_batch_size, train_cfg.weight_decay) == (32, 256, 0.0)
             assert train_cfg.warmup_ratio == 0.1
+
+
+def test_snapshots_hold_the_init_and_the_trained_tensors(tmp_path):
+    # Sec. 7.3 against training steps: step 0 is the init (B = 0, A as drawn), the last one the trained adapter
+    quick = ["task.n_train=32", "task.n_eval=16", "train.batch_size=8", "train.lr=1e-2", "train.epochs=2",
+             "train.snapshot_steps=[0,3,8]"]
+    model, data = build(config(*quick))
+    init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    result = train(model, data, config(*quick).train, torch.device("cpu"), lambda record: None, tmp_path)
+    assert result["steps"] == 8
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [f"step{s}.safetensors" for s in (0, 3, 8)]
+    step0, step3, step8 = (read_adapter(tmp_path / "snapshots" / f"step{s}.safetensors") for s in (0, 3, 8))
+    lora_b = [n for n in step0 if n.endswith("lora_B")]
+    assert lora_b and all(step0[n].abs().max() == 0 for n in lora_b)  # B starts at zero
+    for name, tensor in step0.items():
+        torch.testing.assert_close(tensor, init[name], rtol=0, atol=0)
+        torch.testing.assert_close(step8[name], dict(model.named_parameters())[name].detach(), rtol=0, atol=0)
+    assert any((step3[n] - step0[n]).abs().max() > 0 for n in lora_b)
+
+
+def test_a_snapshot_step_past_the_run_is_refused_before_training():
+    quick = ["task.n_train=32", "task.n_eval=16", "train.batch_size=8", "train.epochs=1", "train.snapshot_steps=[0,5]"]
+    model, data = build(config(*quick))
+    with pytest.raises(ValueError, match=r"^train.snapshot_steps=\[0, 5\] is invalid; valid choices: steps in \[0, 4\]"):
+        train(model, data, config(*quick).train, torch.device("cpu"), lambda record: None)
