@@ -60,19 +60,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     counts = {"trainable_params": count_trainable(model), "head_params": count_head(model),
               "total_params": sum(p.numel() for p in model.parameters())}
     logger.summary(counts)
+    # what an adapter file says of itself (lora_repro.formats reads it), the snapshots' (train.snapshot_steps) too
+    meta = {"task": task_name(cfg), "model": cfg.model.name, "method": cfg.method.name, "r": cfg.method.get("r"),
+            "alpha": cfg.method.get("alpha"), "targets": list(cfg.method.targets) if "targets" in cfg.method else None}
     try:  # a failed run keeps its train_log.jsonl up to the failure, and writes no metrics.json
-        result = train(model, data, cfg.train, device, logger, run_dir, bool(cfg.get("resume", False)))
-        record = {"experiment": cfg.experiment, "task": task_name(cfg), "model": cfg.model.name,
-                  "method": cfg.method.name, "r": cfg.method.get("r"), "alpha": cfg.method.get("alpha"),
-                  "targets": list(cfg.method.targets) if "targets" in cfg.method else None, "seed": int(cfg.seed),
+        result = train(model, data, cfg.train, device, logger, run_dir, bool(cfg.get("resume", False)), meta)
+        record = {"experiment": cfg.experiment, **meta, "seed": int(cfg.seed),
                   "size": method_size(cfg.method), "dagger": bool(cfg.get("dagger", False)),
                   "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), "init_adapter": started,
                   **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         if distributed.is_main():
             write_json(run_dir / "metrics.json", record)
-            save_adapter(run_dir / "adapter.safetensors", model, data.extras,
-                         {k: record[k] for k in ("model", "task", "method", "r", "alpha", "targets")})
+            save_adapter(run_dir / "adapter.safetensors", model, data.extras, meta)
             logger.artifact(run_dir / "adapter.safetensors", "adapter",
                             {k: record[k] for k in ("experiment", "model", "task", "method", "r", "alpha", "targets",
                                                     "seed", "metrics")})

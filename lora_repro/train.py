@@ -135,12 +135,13 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
 
 
 def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.TrainConfig, device: torch.device, log,
-          checkpoint_dir: Path | None = None, resume: bool = False) -> dict:
+          checkpoint_dir: Path | None = None, resume: bool = False, meta: dict | None = None) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
 
     `log(record)` receives one dict per logged step and per epoch (train_log.jsonl, W&B). With checkpoint_dir,
     a checkpoint is written there every cfg.checkpoint_every optimizer steps (0: none mid-epoch) and at the end of
     each epoch; resume=True continues from it when one exists, mid-epoch included, with the same data order.
+    cfg.snapshot_steps saves the trainable tensors there too (snapshots/step<N>.safetensors, `meta` as metadata).
 
     Under torchrun / accelerate launch (lora_repro.distributed.setup called first), each process trains a DDP copy
     on every world-th batch of the one-process order, so a step sees the same global batch whatever the world size;
@@ -190,7 +191,8 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
         """ΔW as training goes (Sec. 7.3): the trainable tensors after `step` optimizer steps, 0 = the init."""
         if checkpoint_dir and step in snapshots and distributed.is_main():
             (checkpoint_dir / "snapshots").mkdir(exist_ok=True)
-            save_adapter(checkpoint_dir / "snapshots" / f"step{step}.safetensors", model, {}, {"step": step})
+            save_adapter(checkpoint_dir / "snapshots" / f"step{step}.safetensors", model, {},
+                         {**(meta or {}), "step": step})
     if step == 0:
         snapshot()
     bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0,

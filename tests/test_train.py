@@ -3,7 +3,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lora_repro.formats import read
 from lora_repro.lora import read_adapter
+from lora_repro.methods import apply_method
+from lora_repro.run import build as run_build, run
 from lora_repro.train import micro_weight, train
 from test_reliability import ROOT, build
 
@@ -59,21 +62,24 @@ def test_the_scripts_global_batches_and_weight_decay_apply():
 
 
 def test_snapshots_hold_the_init_and_the_trained_tensors(tmp_path):
-    # Sec. 7.3 against training steps: step 0 is the init (B = 0, A as drawn), the last one the trained adapter
-    quick = ["task.n_train=32", "task.n_eval=16", "train.batch_size=8", "train.lr=1e-2", "train.epochs=2",
-             "train.snapshot_steps=[0,3,8]"]
-    model, data = build(config(*quick))
-    init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    result = train(model, data, config(*quick).train, torch.device("cpu"), lambda record: None, tmp_path)
-    assert result["steps"] == 8
-    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [f"step{s}.safetensors" for s in (0, 3, 8)]
-    step0, step3, step8 = (read_adapter(tmp_path / "snapshots" / f"step{s}.safetensors") for s in (0, 3, 8))
+    # Sec. 7.3 against training steps: step 0 is the init (B = 0, A as drawn), the last one the run's adapter
+    cfg = config("task.n_train=32", "task.n_eval=16", "train.batch_size=8", "train.lr=1e-2", "train.epochs=2",
+                 "train.snapshot_steps=[0,3,8]", "logger=none")
+    assert run(cfg, tmp_path)["steps"] == 8
+    folder = tmp_path / "snapshots"
+    assert sorted(p.name for p in folder.iterdir()) == [f"step{s}.safetensors" for s in (0, 3, 8)]
+    step0, step3, step8 = (read_adapter(folder / f"step{s}.safetensors") for s in (0, 3, 8))
+    model, _ = run_build(cfg)
+    init = {n: p for n, p in apply_method(model, cfg.method).named_parameters() if p.requires_grad}
     lora_b = [n for n in step0 if n.endswith("lora_B")]
     assert lora_b and all(step0[n].abs().max() == 0 for n in lora_b)  # B starts at zero
+    final = read_adapter(tmp_path / "adapter.safetensors")
     for name, tensor in step0.items():
-        torch.testing.assert_close(tensor, init[name], rtol=0, atol=0)
-        torch.testing.assert_close(step8[name], dict(model.named_parameters())[name].detach(), rtol=0, atol=0)
+        torch.testing.assert_close(tensor, init[name].detach(), rtol=0, atol=0)
+        torch.testing.assert_close(step8[name], final[name], rtol=0, atol=0)
     assert any((step3[n] - step0[n]).abs().max() > 0 for n in lora_b)
+    snapshot = read(folder / "step3.safetensors")  # a snapshot is an adapter file like the run's own
+    assert (snapshot.r, snapshot.alpha, snapshot.targets) == (cfg.method.r, cfg.method.alpha, list(cfg.method.targets))
 
 
 def test_a_snapshot_step_past_the_run_is_refused_before_training():
