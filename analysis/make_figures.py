@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from lora_repro.analysis.amplification import amplification, frozen_weight  # noqa: E402
+from lora_repro.analysis.amplification import amplification, frozen_weight, init_drift  # noqa: E402
 from lora_repro.analysis.subspace import module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
 from lora_repro.analysis.tables import side_by_side  # noqa: E402
 from lora_repro.lora import read_adapter  # noqa: E402
@@ -238,6 +238,19 @@ def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:
     return B @ A, module
 
 
+def scaling(run) -> float:
+    """alpha / r of a LoRA run: h = W0 x + (alpha / r) B A x."""
+    return float(run.alpha) / float(run.r) if pd.notna(run.alpha) else 1.0
+
+
+def w0(run, module: str, cache: dict) -> torch.Tensor:
+    """The run's frozen W0 of one module, rebuilt once per (model config, module)."""
+    key = (json.dumps(json.loads((Path(run.run_dir) / "metrics.json").read_text())["config"]["model"]), module)
+    if key not in cache:
+        cache[key] = frozen_weight(run.run_dir, module)
+    return cache[key]
+
+
 def amplification_table(runs: pd.DataFrame, out: Path, target: str = "q") -> list[Path]:
     """Table 7: how much ΔW of q (layer LAYER) amplifies directions of W0, one row per LoRA run."""
     lora = lora_runs(runs)
@@ -248,11 +261,7 @@ def amplification_table(runs: pd.DataFrame, out: Path, target: str = "q") -> lis
     for run in lora.sort_values(["r", "seed"]).itertuples():
         try:
             delta, module = lora_delta(adapter(run), target)
-            scaling = float(run.alpha) / float(run.r) if pd.notna(run.alpha) else 1.0  # h = W0 x + (alpha/r) B A x
-            key = (json.dumps(json.loads((Path(run.run_dir) / "metrics.json").read_text())["config"]["model"]), module)
-            if key not in cache:
-                cache[key] = frozen_weight(run.run_dir, module)
-            stats = amplification(scaling * delta, cache[key], int(run.r))
+            stats = amplification(scaling(run) * delta, w0(run, module, cache), int(run.r))
         except (ValueError, KeyError, FileNotFoundError) as err:
             print(f"skip {run.run_dir} in table7_amplification: {err}")
             continue
@@ -271,6 +280,90 @@ def amplification_table(runs: pd.DataFrame, out: Path, target: str = "q") -> lis
     ax.table(cellText=cells, colLabels=list(shown.columns), loc="center")
     ax.set_title(f"||U^T W{target} V^T||_F, U, V from ΔW / W / random; layer {LAYER} (cf. paper Table 7)")
     return [out / "table7_amplification.csv"] + save(fig, out, "table7_amplification")
+
+
+def snapshots(run_dir) -> list[tuple[int, Path]]:
+    """(step, file) of a run's train.snapshot_steps, in step order; [] when it saved none."""
+    folder = Path(run_dir) / "snapshots"
+    return sorted((int(p.stem.removeprefix("step")), p) for p in folder.glob("step*.safetensors"))
+
+
+def amplification_curve(runs: pd.DataFrame, out: Path, targets: tuple[str, ...] = ("q", "v")) -> list[Path]:
+    """Table 7 against training steps: ||ΔW||_F, the amplification factor and how far A moved from its init, for
+    every snapshot of the LoRA runs that saved them (train.snapshot_steps, step 0 included: A's init)."""
+    lora = runs[runs.method == "lora"] if not runs.empty else runs
+    lora = lora[lora.run_dir.map(lambda d: bool(snapshots(d)) and snapshots(d)[0][0] == 0)] if not lora.empty else lora
+    if lora.empty:
+        return skip("table7_curve", "no LoRA runs with snapshots from step 0 (train.snapshot_steps=[0,...])")
+    rows, cache = [], {}
+    for run in lora.sort_values(["r", "seed"]).itertuples():
+        steps = snapshots(run.run_dir)
+        for target in (t for t in targets if has_target(run, t)):
+            try:
+                A0 = adapter_matrices(steps[0][1], LAYER, target)[0]
+                for step, path in steps:
+                    delta, module = lora_delta(path, target)
+                    row = {"r": int(run.r), "seed": int(run.seed), "target": target, "layer": LAYER, "step": step,
+                           **init_drift(A0, adapter_matrices(path, LAYER, target)[0])}
+                    delta = scaling(run) * delta  # (d_out, d_in); exactly 0 at step 0 (B = 0): no directions yet
+                    if delta.abs().max() > 0:
+                        row.update(amplification(delta, w0(run, module, cache), int(run.r)))
+                    else:
+                        row["delta_norm"] = 0.0
+                    rows.append({**row, "run_dir": run.run_dir})
+            except (ValueError, KeyError, FileNotFoundError) as err:
+                print(f"skip {run.run_dir} ({target}) in table7_curve: {err}")
+    if not rows:
+        return skip("table7_curve", "no run's snapshots could be read")
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table7_curve.csv", index=False)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for (r, seed, target), group in table.groupby(["r", "seed", "target"]):
+        for ax, column in zip(axes, ("delta_norm", "factor", "a_init_overlap")):
+            ax.plot(group.step, group[column], marker="o", markersize=3, label=f"W{target}, r={r}, seed {seed}")
+    for ax, label in zip(axes, ("||ΔW||_F", "amplification factor ||ΔW||_F / ||U^T W V^T||_F",
+                                "φ(A_0, A, r, r): A's overlap with its init")):
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(label, fontsize=8)
+    axes[2].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"ΔW against training steps, layer {LAYER} (cf. paper Table 7, Sec. 7.3)")
+    fig.tight_layout()
+    return [out / "table7_curve.csv"] + save(fig, out, "table7_curve")
+
+
+FIG2_EXPERIMENTS = ("methods", "sizes", "rank_ablation")  # one protocol, every method at every size it ran
+
+
+def params_vs_score(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Figure 2 analogue: score against trainable parameters (log axis), every method at each size it ran, median
+    over seeds with min-max bars. A setting run by two experiments (LoRA r=8 on q,v) counts each seed once."""
+    glue = runs[~runs.task.astype(str).str.startswith("e2e")] if not runs.empty else runs
+    if glue.empty:
+        return skip("fig2_params", "no GLUE runs")
+    mine = glue[glue.experiment.astype(str).str.endswith(FIG2_EXPERIMENTS)]
+    group = (mine if not mine.empty else glue).copy()
+    group["label"] = [f"lora ({t})" if m == "lora" else m for m, t in zip(group.method, group.targets)]
+    group = group.drop_duplicates(["label", "trainable_params", "seed"])
+    stats = (group.groupby(["label", "trainable_params"])
+             .agg(median=("score", "median"), min=("score", "min"), max=("score", "max"), seeds=("seed", "count"),
+                  sizes=("size", "first"), r=("r", "first")).reset_index())
+    if len(stats) < 2:
+        return skip("fig2_params", "needs two or more (method, size) settings")
+    out.mkdir(parents=True, exist_ok=True)
+    stats.to_csv(out / "fig2_params.csv", index=False)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in stats.groupby("label"):
+        points = points.sort_values("trainable_params")
+        ax.errorbar(points.trainable_params, points["median"], marker="o", capsize=3, label=label,
+                    yerr=[points["median"] - points["min"], points["max"] - points["median"]])
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (head excluded), log scale")
+    ax.set_ylabel(f"score ({group.main_metric.iloc[0]}), median over seeds")
+    ax.set_title("Score against trainable parameters (cf. paper Figure 2)")
+    ax.legend(fontsize=7)
+    return [out / "fig2_params.csv"] + save(fig, out, "fig2_params")
 
 
 def ours_vs_paper(runs: pd.DataFrame, out: Path) -> list[Path]:
@@ -300,8 +393,8 @@ def main() -> None:
     if runs.empty:
         print(f"no metrics.json under {results}: every figure is skipped")
     written = []
-    for make in (methods, rank_ablation, weight_type, figure3, figure4, amplification_table, ours_vs_paper,
-                 e2e_table):
+    for make in (methods, params_vs_score, rank_ablation, weight_type, figure3, figure4, amplification_table,
+                 amplification_curve, ours_vs_paper, e2e_table):
         written += make(runs, out)
     print(f"{len(written)} files in {out}")
 

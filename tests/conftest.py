@@ -40,10 +40,11 @@ def run_python(*args: str) -> str:
 
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> Path:
-    """A real, small +experiment=subspace multirun (r = 8, 64 x seeds 0, 1; one epoch of 512 examples): its folder."""
+    """A real, small +experiment=subspace multirun (r = 8, 64 x seeds 0, 1; one epoch of 512 examples, 16 steps,
+    snapshots at steps 0, 8, 16): its folder."""
     folder = tmp_path_factory.mktemp("subspace")
     run_python("-m", "lora_repro.run", "+experiment=subspace", "task.n_train=512", "train.epochs=1",
-               f"hydra.sweep.dir={folder}")
+               "train.snapshot_steps=[0,8,16]", f"hydra.sweep.dir={folder}")
     return folder
 
 

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, run_python as run
 
-FIGURES = ["rank_ablation", "fig3_subspace_ranks", "fig4_subspace_seeds", "table7_amplification"]
+FIGURES = ["rank_ablation", "fig3_subspace_ranks", "fig4_subspace_seeds", "table7_amplification", "table7_curve",
+           "fig2_params"]
 TABLE7 = ["r", "seed", "delta_norm", "w_norm", "proj_delta", "proj_w", "proj_random", "factor"]
 
 
@@ -43,6 +44,30 @@ def test_amplification_table_has_a_finite_row_per_run(figures):
     assert np.allclose(full.proj_delta, full.w_norm) and np.allclose(full.proj_random, full.w_norm)
     low = table[table.r == 8]
     assert (low.proj_w > low.proj_random).all()  # W's own top directions carry more of W than random ones
+
+
+def test_the_curve_starts_at_a_init_and_ends_at_table_7(figures):
+    # step 0: B = 0, so ΔW = 0 and A is its init; the last snapshot is the run's adapter, so Table 7's row
+    curve = pd.read_csv(figures[0] / "table7_curve.csv")
+    table7 = pd.read_csv(figures[0] / "table7_amplification.csv")
+    assert sorted(curve.step.unique()) == [0, 8, 16] and set(curve.target) == {"q", "v"} and len(curve) == 4 * 2 * 3
+    start = curve[curve.step == 0]
+    assert (start.delta_norm == 0).all() and start.factor.isna().all()
+    assert np.allclose(start.a_change, 0) and np.allclose(start.a_init_overlap, 1)
+    moved = curve[curve.step == 16]
+    assert (moved.delta_norm > 0).all() and (moved.a_change > 0).all()
+    end = moved[moved.target == "q"].merge(table7, on=["r", "seed"], suffixes=("", "_table7"))
+    assert len(end) == 4
+    for column in ("delta_norm", "proj_delta", "factor"):
+        assert np.allclose(end[column], end[f"{column}_table7"]), column
+    full = curve[(curve.r == 64) & (curve.step > 0)]  # r = width (64): A spans the whole space at every step
+    assert np.allclose(full.a_init_overlap, 1)
+
+
+def test_figure_2_has_one_point_per_rank_with_its_seeds(figures):
+    points = pd.read_csv(figures[0] / "fig2_params.csv")
+    assert list(points.label) == ["lora (q,v)"] * 2 and list(points.seeds) == [2, 2]
+    assert sorted(points.r) == [8, 64] and points.trainable_params.is_monotonic_increasing
 
 
 def test_empty_folder_skips_every_figure_without_crashing(tmp_path):

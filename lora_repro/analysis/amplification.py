@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from lora_repro.analysis.subspace import subspace_similarity
 from lora_repro.models import load_model
 from lora_repro.tasks import num_labels
 
@@ -46,6 +47,18 @@ def amplification(delta, W, r: int, seed: int = 0) -> dict[str, float]:
             "proj_w": projection_norm(W, *top_singular(W, r)),
             "proj_random": projection_norm(W, *random_orthonormal(*W.shape, r, seed)),
             "factor": torch.linalg.matrix_norm(delta).item() / proj_delta}  # Appendix H.4: 21.5 at r=4 on GPT-3
+
+
+def init_drift(A0, A) -> dict[str, float]:
+    """How far LoRA's A moved from its random init (Sec. 7.3's reading that A keeps much of it): ||A - A0||_F / ||A0||_F,
+    and eq. 4's φ(A0, A, r, r), the overlap of their whole row spaces: 1 = A spans its init's directions still,
+    about r / d_in for unrelated ones."""
+    A0, A = torch.as_tensor(A0).double(), torch.as_tensor(A).double()  # (r, d_in)
+    if A0.shape != A.shape:
+        raise ValueError(f"A0 {tuple(A0.shape)} and A {tuple(A.shape)} must have one shape (r, d_in)")
+    r = min(A.shape)
+    return {"a_change": (torch.linalg.matrix_norm(A - A0) / torch.linalg.matrix_norm(A0)).item(),
+            "a_init_overlap": subspace_similarity(A0, A, r, r)}
 
 
 def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
