@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lora_repro.analysis.paired import paired_differences
 from lora_repro.analysis.tables import paper_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +41,14 @@ def spread(scores: pd.Series) -> str:
     return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}] (n={len(scores)})"
 
 
+# experiments whose committed runs are still the first edition's (one seed; every seed of a method started from one
+# task head), kept apart in results/repro/first_edition/ until rerun; REPRODUCTION.md says which tables these are
+FIRST_EDITION = ("repro_rank_ablation", "repro_weight_type_ablation")
+
+
 def runs(experiment: str) -> pd.DataFrame:
-    frame = pd.read_csv(RESULTS / "runs.csv")
+    folder = RESULTS / "first_edition" if experiment in FIRST_EDITION else RESULTS
+    frame = pd.read_csv(folder / "runs.csv")
     return frame[frame.experiment == experiment]
 
 
@@ -62,6 +69,25 @@ def methods() -> str:
                      "SST-2 dev accuracy, ours": spread(group.score),
                      "paper (SST-2)": "; ".join(f"{r.value:.3f} ({r.model}, {r.params}{dagger(r.note)})"
                                                 for r in cited.itertuples()) or "-"})
+    return markdown(pd.DataFrame(rows))
+
+
+def paired() -> str:
+    """Table 2's comparisons seed by seed: LoRA minus each method on the same seeds, with the t interval and sign test."""
+    frame = paired_differences(runs("repro_methods")[["method", "seed", "score"]])
+    rows = [{"LoRA minus": r.method, "seeds": r.n,
+             "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+             "median": f"{r.median_diff:+.4f}", "LoRA wins / ties / losses": f"{r.wins} / {r.ties} / {r.losses}",
+             "sign test p": f"{r.sign_p:.3f}"} for r in frame.itertuples()]
+    return markdown(pd.DataFrame(rows))
+
+
+def params() -> str:
+    """Figure 2 analogue read off: each (method, size) with its trainable parameters and the seeds' spread."""
+    frame = pd.read_csv(RESULTS / "figures" / "fig2_params.csv").sort_values(["label", "trainable_params"])
+    rows = [{"method": r.label, "trainable params": f"{int(r.trainable_params):,}",
+             "SST-2 dev accuracy": f"{r.median:.4f} [{r.min:.4f}, {r.max:.4f}] (n={r.seeds})"}
+            for r in frame.itertuples()]
     return markdown(pd.DataFrame(rows))
 
 
@@ -108,6 +134,23 @@ def amplification() -> str:
     return markdown(frame)
 
 
+def curve() -> str:
+    """Table 7 against steps, Wq: ||ΔW||_F, the amplification factor and A's overlap with its init, per rank."""
+    frame = pd.read_csv(RESULTS / "figures" / "table7_curve.csv")
+    frame = frame[frame.target == "q"]
+    table = frame.pivot_table(index="step", columns="r", values=["delta_norm", "factor", "a_init_overlap"],
+                              aggfunc="first", sort=True)
+    rows = []
+    for step, row in table.iterrows():
+        cells = {"step": int(step)}
+        for r in sorted(frame.r.unique()):
+            cells[f"‖ΔW‖_F, r={r}"] = f"{row['delta_norm', r]:.3f}"
+            cells[f"factor, r={r}"] = "-" if pd.isna(row["factor", r]) else f"{row['factor', r]:.3f}"
+            cells[f"φ(A₀, A), r={r}"] = f"{row['a_init_overlap', r]:.3f}"
+        rows.append(cells)
+    return markdown(pd.DataFrame(rows))
+
+
 def e2e() -> str:
     """Table 3 analogue: the five metrics, mean over seeds (the paper's E2E statistic), with the seeds' std."""
     frame = runs("repro_e2e")
@@ -121,8 +164,8 @@ def e2e() -> str:
     return markdown(pd.DataFrame(rows))
 
 
-TABLES = {"methods": methods, "rank": rank, "weight_type": weight_type, "subspace": subspace,
-          "amplification": amplification, "e2e": e2e}
+TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "weight_type": weight_type,
+          "subspace": subspace, "amplification": amplification, "curve": curve, "e2e": e2e}
 
 
 def render(text: str) -> str:
