@@ -42,9 +42,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """train.precision: bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"train.precision={precision!r} is not a precision; valid choices: ['bf16', 'fp32']")
+    """train.precision (the schema's choices): bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
 
 
@@ -74,7 +72,7 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device,
+def evaluate(model: torch.nn.Module, data: TaskData, cfg: schema.TrainConfig, device: torch.device,
              out_dir: Path | None = None, tag: str = "") -> dict[str, float]:
     """The task's metrics on every eval split; splits after the first get their name as a suffix.
 
@@ -134,6 +132,13 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     return state
 
 
+def check_warmup(warmup_steps: int, total: int, epochs: int, steps_per_epoch: int) -> None:
+    """train.warmup_steps at most the run's optimizer steps, which only the data's size tells (so not the schema)."""
+    if warmup_steps > total:
+        raise ValueError(f"train.warmup_steps={warmup_steps} is invalid; valid choices: an integer in [0, {total}] "
+                         f"(the run's total steps: {epochs} epochs x {steps_per_epoch} steps)")
+
+
 def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.TrainConfig, device: torch.device, log,
           checkpoint_dir: Path | None = None, resume: bool = False) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
@@ -163,6 +168,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
     wrapped = model if world == 1 else \
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * cfg.epochs
+    check_warmup(cfg.warmup_steps, total, cfg.epochs, steps_per_epoch)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)

@@ -55,3 +55,20 @@ def test_the_scripts_global_batches_and_weight_decay_apply():
             train_cfg = config("model=roberta-large", f"method={name}", f"task=glue/{task}").train
             assert (train_cfg.batch_size, train_cfg.global_batch_size, train_cfg.weight_decay) == (32, 256, 0.0)
             assert train_cfg.warmup_ratio == 0.1
+
+
+def test_warmup_beyond_the_runs_steps_is_one_line_before_the_first_step():
+    # 18 examples in batches of 8: 3 steps an epoch, 6 in 2 epochs; the total is known only once the data is
+    quick = ["task.n_train=18", "task.n_eval=16", "train.epochs=2", "train.batch_size=8"]
+    model, data = build(config(*quick))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    logged = []
+    with pytest.raises(ValueError) as err:
+        train(model, data, config(*quick, "train.warmup_steps=7").train, torch.device("cpu"), logged.append)
+    assert str(err.value) == ("train.warmup_steps=7 is invalid; valid choices: an integer in [0, 6] (the run's total "
+                              "steps: 2 epochs x 3 steps)")
+    assert logged == [] and all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+    whole = config(*quick, "train.warmup_steps=6", "train.log_every=1").train  # warming up all run long is allowed
+    assert train(model, data, whole, torch.device("cpu"), logged.append)["steps"] == 6
+    lrs = [record["lr"] for record in logged if "lr" in record]
+    assert lrs[:5] == pytest.approx([whole.lr * step / 6 for step in range(1, 6)])
