@@ -73,7 +73,7 @@ def methods() -> str:
 
 
 def paired() -> str:
-    """Table 2's comparisons seed by seed: LoRA minus each method on the same seeds, with the t interval and sign test."""
+    """Table 2's comparisons seed by seed: LoRA minus each method on the same seeds, t interval and sign test."""
     frame = paired_differences(runs("repro_methods")[["method", "seed", "score"]])
     rows = [{"LoRA minus": r.method, "seeds": r.n,
              "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",

@@ -80,7 +80,7 @@ def grad_accum(cfg: DictConfig, world: int) -> int:
     if cfg.global_batch_size is None:
         return cfg.grad_accum
     total = cfg.global_batch_size
-    if total < 1 or total % (per_device * world):
+    if total % (per_device * world):  # the schema keeps it >= 1
         raise ValueError(f"train.global_batch_size={total} is not a positive multiple of train.batch_size "
                          f"({per_device}, per device) x {world} processes; valid choices: multiples of "
                          f"{per_device * world}, or change train.batch_size")

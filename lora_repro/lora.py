@@ -12,21 +12,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.pytorch_utils import Conv1D
 
+from lora_repro import schema
 from lora_repro.targets import resolve_targets
 
-INITS = ("kaiming", "gaussian", "normal")
+
+def check_hparams(r, alpha, dropout, init: str = "kaiming", init_std: float = 0.02) -> None:
+    """LoRA's knobs within the schema's ranges (schema.LoraMethod, the one definition), for callers that pass them
+    as Python values rather than a config; else a ValueError naming the field, its value and what it may be."""
+    schema.check_group(schema.LoraMethod, {"r": r, "alpha": alpha, "dropout": dropout, "init": init,
+                                           "init_std": init_std}, "method")
 
 
-def check_hparams(r, alpha, dropout, init: str = "kaiming") -> None:
-    """LoRA's knobs within their valid ranges, or a ValueError naming the field and what it may be."""
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"method.r={r!r} is not a rank; valid choices: an integer >= 1")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"method.alpha={alpha!r} is not a LoRA scale; valid choices: a number > 0")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"method.dropout={dropout!r} is not a dropout rate; valid choices: a number in [0, 1)")
-    if init not in INITS:
-        raise ValueError(f"method.init={init!r} is not a LoRA init; valid choices: {list(INITS)}")
+def check_rank(r: int, width: int, layer: str = "") -> None:
+    """r at most the width a layer allows (min(d_in, d_out) of each slice): checked from the model's config before
+    a run (validate.py) and on each adapted layer (apply_lora)."""
+    if r > width:
+        where = f"the layer {layer} is" if layer else "its layers are"
+        raise ValueError(f"method.r={r} is larger than the model allows: {where} {width} wide, so valid choices are "
+                         f"1..{width}")
 
 
 class LoRALinear(nn.Module):
@@ -41,7 +44,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "kaiming",
                  slices: tuple[int, ...] = (0,), n_slices: int = 1, init_std: float = 0.02):
         super().__init__()
-        check_hparams(r, alpha, dropout, init)
+        check_hparams(r, alpha, dropout, init, init_std)
         # Keep the base layer's own Parameters (same names in the state dict: weight, bias), frozen.
         self.weight, self.bias = base.weight, base.bias
         self.weight.requires_grad_(False)
@@ -178,15 +181,13 @@ class _LoRAUpdate(torch.autograd.Function):
 def apply_lora(model: nn.Module, targets=("q", "v"), r: int = 8, alpha: float = 8, dropout: float = 0.0,
                init: str = "kaiming", init_std: float = 0.02) -> nn.Module:
     """Freeze every weight of `model` and put a trainable LoRA update on each target (paper names q k v o mlp)."""
-    check_hparams(r, alpha, dropout, init)
+    check_hparams(r, alpha, dropout, init, init_std)
     for p in model.parameters():
         p.requires_grad_(False)
     for site in resolve_targets(model, targets):
         base = model.get_submodule(site.module)
         d_out, d_in = base.weight.shape[::-1] if isinstance(base, Conv1D) else base.weight.shape
-        if r > min(d_in, d_out // site.n_slices):
-            raise ValueError(f"method.r={r} is larger than the layer {site.module} allows "
-                             f"(min(d_in, d_out) = {min(d_in, d_out // site.n_slices)})")
+        check_rank(r, min(d_in, d_out // site.n_slices), site.module)
         parent, _, child = site.module.rpartition(".")
         layer = LoRALinear(base, r, alpha, dropout, init, site.slices, site.n_slices, init_std)
         setattr(model.get_submodule(parent) if parent else model, child, layer)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PreTrainedTokenizerFast)
+
+from lora_repro import schema
 
 # new, task-specific modules: trained by every method, counted apart (Table 2). "pooler" is a top-level module only in
 # DeBERTa-v2's classifier (ContextPooler, not in the pre-trained checkpoint), which the reference trains with the head
@@ -20,11 +22,12 @@ EOS = "<|endoftext|>"
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
 
 
-def source(cfg: DictConfig) -> str:
+def source(cfg: DictConfig | schema.ModelConfig) -> str:
     """Where the weights come from, said once: a local folder, a tiny config, or the hub."""
-    if cfg.get("path"):
+    cfg = schema.typed(schema.ModelConfig, cfg, "model")
+    if cfg.path:
         return f"local folder {cfg.path}"
-    if cfg.get("config"):
+    if cfg.config:
         return f"random init from the tiny config {cfg.name}"
     return f"hub id {cfg.name}"
 
@@ -53,7 +56,7 @@ def unreadable(path: str, what: str, files: list[str], err: Exception) -> str:
             f"{type(err).__name__}: {cause}; re-save or re-download the model folder")
 
 
-def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
+def load_model(cfg: DictConfig | schema.ModelConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
                fresh_head: bool = True) -> nn.Module:
     """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
 
@@ -62,18 +65,19 @@ def load_model(cfg: DictConfig, kind: str = "classification", num_labels: int = 
     so it is the same for every run seed; its head is then drawn again from the run's stream (fresh_head=False keeps
     the init_seed head: the synthetic task's teacher head, part of its ground truth). model.config_overrides (set by a
     task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config."""
+    cfg = schema.typed(schema.ModelConfig, cfg, "model")
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
-    extra.update(OmegaConf.to_container(cfg.config_overrides) if cfg.get("config_overrides") else {})
-    if cfg.get("path"):
+    extra.update(cfg.config_overrides)
+    if cfg.path:
         folder = check_model_dir(cfg.path)
         try:
             return auto.from_pretrained(str(folder), local_files_only=True, **extra)
         except Exception as err:  # a truncated or foreign weights file: name it, keep the cause for HYDRA_FULL_ERROR
             raise ValueError(unreadable(cfg.path, "weights", folder_files(folder, WEIGHT_SUFFIXES), err)) from err
-    if cfg.get("config"):
+    if cfg.config:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg.get("init_seed", 0)))
+            torch.manual_seed(cfg.init_seed)
             model = auto.from_config(local_config(cfg, **extra))
         return init_head(model) if fresh_head else model
     return auto.from_pretrained(cfg.name, **extra)
@@ -88,12 +92,13 @@ def init_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def local_config(cfg: DictConfig, **extra):
+def local_config(cfg: DictConfig | schema.ModelConfig, **extra):
     """The backbone's config from model.path or model.config alone (no weights); None for a hub id."""
-    if cfg.get("path"):
+    cfg = schema.typed(schema.ModelConfig, cfg, "model")
+    if cfg.path:
         return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
-    if cfg.get("config"):
-        fields = {**OmegaConf.to_container(cfg.config), **extra}
+    if cfg.config:
+        fields = {**cfg.config, **extra}
         return AutoConfig.for_model(fields.pop("model_type"), **fields)
     return None
 
@@ -123,16 +128,17 @@ def byte_tokenizer(max_length: int = 1024) -> PreTrainedTokenizerFast:
                                    model_max_length=max_length)
 
 
-def load_tokenizer(cfg: DictConfig):
+def load_tokenizer(cfg: DictConfig | schema.ModelConfig):
     """The backbone's tokenizer, from the same place as its weights."""
-    if cfg.get("path"):
+    cfg = schema.typed(schema.ModelConfig, cfg, "model")
+    if cfg.path:
         folder = check_model_dir(cfg.path)
         try:
             return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as err:  # a broken tokenizer.json / vocab file: name it
             raise ValueError(unreadable(cfg.path, "tokenizer", folder_files(folder, TOKENIZER_SUFFIXES), err)) from err
-    if cfg.get("config"):
-        return byte_tokenizer() if cfg.config.model_type in CAUSAL_TYPES else char_tokenizer()
+    if cfg.config:
+        return byte_tokenizer() if cfg.config["model_type"] in CAUSAL_TYPES else char_tokenizer()
     return AutoTokenizer.from_pretrained(cfg.name)
 
 

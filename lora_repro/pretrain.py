@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from lora_repro import schema
 from lora_repro.models import EOS
 from lora_repro.record import Logger, write_json
 from lora_repro.tasks import TaskData
@@ -27,13 +29,13 @@ from lora_repro.train import pick_device, seed_everything, train
 log = logging.getLogger("lora_repro")
 
 
-def read_source(source: DictConfig) -> list[str]:
+def read_source(source: schema.CorpusSource) -> list[str]:
     """The lines of one corpus file: a text file, or one column of a CSV/TSV (E2E references, SST-2 sentences)."""
     path = Path(source.path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrain corpus: {source.path!r} is not a file (run from the repository root with "
                                 f"../shared beside it, or set corpus=[...] to your own files)")
-    if source.get("column"):
+    if source.column:
         frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                             quoting=3 if path.suffix == ".tsv" else 0)
         if source.column not in frame.columns:
@@ -42,12 +44,12 @@ def read_source(source: DictConfig) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def split_corpus(cfg: DictConfig) -> tuple[list[str], list[str]]:
+def split_corpus(cfg: schema.PretrainConfig) -> tuple[list[str], list[str]]:
     """Training lines of every source, and the held-out lines (the last heldout_fraction of each heldout source)."""
     train_lines, heldout = [], []
     for source in cfg.corpus:
         lines = read_source(source)
-        cut = len(lines) - int(len(lines) * float(cfg.heldout_fraction)) if source.get("heldout") else len(lines)
+        cut = len(lines) - int(len(lines) * cfg.heldout_fraction) if source.heldout else len(lines)
         train_lines += lines[:cut]
         heldout += lines[cut:]
     if not heldout:
@@ -92,22 +94,32 @@ def lm_task(train_blocks: torch.Tensor, heldout_blocks: torch.Tensor) -> TaskDat
                     main_metric="neg_loss", evaluate=evaluate)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
-def main(cfg: DictConfig) -> None:
-    start = time.perf_counter()
+def check_lm(lm: schema.LMConfig) -> None:
+    """The LM's shape rules that join fields (each field's own range is the schema's)."""
+    if lm.n_embd % lm.n_head:
+        raise ValueError(f"lm.n_head={lm.n_head} is invalid; valid choices: a divisor of lm.n_embd ({lm.n_embd})")
+    if lm.block > lm.n_positions:
+        raise ValueError(f"lm.block={lm.block} is invalid; valid choices: an integer in [2, {lm.n_positions}] "
+                         f"(lm.n_positions)")
+
+
+def pretrain(cfg: DictConfig) -> dict:
+    """Train the tokenizer and the LM on cfg's corpus, save both to out_dir; returns what pretrain.json holds."""
+    cfg = schema.typed(schema.PretrainConfig, cfg, "")
+    check_lm(cfg.lm)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seed_everything(int(cfg.seed))
+    seed_everything(cfg.seed)
     train_lines, heldout = split_corpus(cfg)
-    tokenizer = train_tokenizer(train_lines, int(cfg.lm.vocab_size), int(cfg.lm.n_positions))
-    data = lm_task(blocks(tokenizer, train_lines, int(cfg.lm.block)), blocks(tokenizer, heldout, int(cfg.lm.block)))
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=int(cfg.lm.n_positions), n_embd=int(cfg.lm.n_embd),
-                        n_layer=int(cfg.lm.n_layer), n_head=int(cfg.lm.n_head), bos_token_id=tokenizer.eos_token_id,
+    tokenizer = train_tokenizer(train_lines, cfg.lm.vocab_size, cfg.lm.n_positions)
+    data = lm_task(blocks(tokenizer, train_lines, cfg.lm.block), blocks(tokenizer, heldout, cfg.lm.block))
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.lm.n_positions, n_embd=cfg.lm.n_embd,
+                        n_layer=cfg.lm.n_layer, n_head=cfg.lm.n_head, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config)
     params = sum(p.numel() for p in model.parameters())
     log.info("pretraining a %s-parameter GPT-2 (%s) on %d blocks of %d tokens; held out %d blocks", f"{params:,}",
-             cfg.lm.name, len(data.train), int(cfg.lm.block), len(data.evals["heldout"]))
+             cfg.lm.name, len(data.train), cfg.lm.block, len(data.evals["heldout"]))
     logger = Logger(out, OmegaConf.create({"logger": {"name": "none"}}))  # train_log.jsonl beside the model
     try:
         result = train(model, data, cfg.train, pick_device(cfg.device), logger)
@@ -116,14 +128,25 @@ def main(cfg: DictConfig) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     final = result["final_metrics"]
-    write_json(out / "pretrain.json", {"lm": cfg.lm.name, "params": params, "train_blocks": len(data.train),
-                                       "block": int(cfg.lm.block), "heldout_loss": final["loss"],
-                                       "heldout_perplexity": final["perplexity"], "steps": result["steps"],
-                                       "train_time_s": result["train_time_s"],
-                                       "corpus": OmegaConf.to_container(cfg.corpus, resolve=True)})
-    print(f"[pretrain {cfg.lm.name}] {params:,} parameters, held-out perplexity {final['perplexity']:.1f} "
-          f"after {result['steps']} steps, {time.perf_counter() - start:.0f}s -> {out} "
-          f"(use it: model.path={out} task=e2e)")
+    report = {"lm": cfg.lm.name, "params": params, "train_blocks": len(data.train), "block": cfg.lm.block,
+              "heldout_loss": final["loss"], "heldout_perplexity": final["perplexity"], "steps": result["steps"],
+              "train_time_s": result["train_time_s"], "corpus": [source.model_dump() for source in cfg.corpus]}
+    write_json(out / "pretrain.json", report)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    """One pretraining run; a wrong config or corpus file prints one line and exits 1."""
+    start = time.perf_counter()
+    try:
+        report = pretrain(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(f"[pretrain {report['lm']}] {report['params']:,} parameters, held-out perplexity "
+          f"{report['heldout_perplexity']:.1f} after {report['steps']} steps, {time.perf_counter() - start:.0f}s -> "
+          f"{cfg.out_dir} (use it: model.path={cfg.out_dir} task=e2e)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from lora_repro import distributed
+from lora_repro import distributed, schema
 from lora_repro.lora import lora_state_dict
+from lora_repro.methods import lora_knobs
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -78,9 +79,12 @@ class Logger:
 
 def run_name(cfg: DictConfig) -> str:
     """experiment/model/task/method/r/seed: what a reader needs to tell runs apart."""
-    r = f"r{cfg.method.r}" if "r" in cfg.method else ""
-    return "/".join(str(p) for p in (cfg.experiment, cfg.model.name, task_name(cfg), cfg.method.name, r, f"seed{cfg.seed}") if p)
+    r = lora_knobs(cfg.method)["r"]
+    parts = (cfg.experiment, cfg.model.name, task_name(cfg), cfg.method.name, f"r{r}" if r else "", f"seed{cfg.seed}")
+    return "/".join(str(p) for p in parts if p)
 
 
 def task_name(cfg: DictConfig) -> str:
-    return f"{cfg.task.name}/{cfg.task.subset}" if cfg.task.get("subset") else cfg.task.name
+    """The task as results name it: glue/<subset>, synthetic or e2e."""
+    task = schema.task_config(cfg.task)
+    return f"{task.name}/{task.subset}" if task.name == "glue" else task.name

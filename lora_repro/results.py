@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
 
 from lora_repro.methods import method_size
 
@@ -30,7 +29,7 @@ def collect(folder: str | Path) -> pd.DataFrame:
         row["targets"] = ",".join(rec["targets"]) if rec.get("targets") else None
         row["dagger"] = bool(rec.get("dagger", False))  # runs recorded before the field: the paper's own setup
         if "size" not in rec and rec.get("config"):  # recorded before the field: from the run's method config
-            row["size"] = method_size(OmegaConf.create(rec["config"]["method"]))
+            row["size"] = method_size(rec["config"]["method"])
         row["score"] = rec["metrics"][rec["main_metric"]]
         row.update({f"metric.{k}": v for k, v in rec["metrics"].items()})
         row["run_dir"] = str(path.parent)

@@ -16,12 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lora_repro import distributed
 from lora_repro.init_adapter import init_from_adapter
-from lora_repro.methods import apply_method, count_head, count_trainable, method_size
+from lora_repro.methods import apply_method, count_head, count_trainable, lora_knobs, method_size
 from lora_repro.models import load_model, load_tokenizer, source
 from lora_repro.record import Logger, save_adapter, task_name, write_json
-from lora_repro.tasks import TaskData, head_kind, load_task, num_labels
+from lora_repro.tasks import TaskData, head, load_task
 from lora_repro.train import NonFiniteLoss, pick_device, seed_everything, train
-from lora_repro.validate import check_resume, store_config, validate
+from lora_repro.validate import check_resume, store_config, typed_config, validate
 
 log = logging.getLogger("lora_repro")
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)  # a wrong config or data: one line, no traceback
@@ -32,28 +32,32 @@ def build(cfg: DictConfig) -> tuple[torch.nn.Module, TaskData]:
 
     The run seed drives the head init, the method's init, dropout and (train.data_order_seed) the data order, as HF
     Trainer's set_seed before model creation; model.init_seed fixes only a tiny model's W0 (models.load_model)."""
-    seed_everything(int(cfg.seed))
-    synthetic = cfg.task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
-    model = load_model(cfg.model, head_kind(cfg.task), num_labels(cfg.task), cfg.task.get("problem_type"),
-                       fresh_head=not synthetic)
-    tokenizer = load_tokenizer(cfg.model) if not synthetic else None
-    return model, load_task(cfg.task, model, tokenizer)
+    typed = typed_config(cfg)
+    seed_everything(typed["top"].seed)
+    task = typed["task"]
+    synthetic = task.name == "synthetic"  # its head belongs to the planted teacher, fixed with W0
+    model = load_model(typed["model"], *head(task), fresh_head=not synthetic)
+    tokenizer = load_tokenizer(typed["model"]) if not synthetic else None
+    return model, load_task(task, model, tokenizer)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Build, train and record one run; returns what metrics.json holds. Under torchrun / accelerate launch, every
     rank trains and evaluates, and rank 0 alone writes metrics.json, the adapter and the logs."""
-    device = distributed.setup(pick_device(cfg.device))
+    typed = typed_config(cfg)
+    top, method = typed["top"], typed["method"]
+    device = distributed.setup(pick_device(top.device))
     run_dir = distributed.broadcast(run_dir)  # rank 0's folder: the checkpoint every rank resumes from
     check_resume(cfg, run_dir)  # before anything loads: a changed field refuses the resume
     if distributed.is_main():
         store_config(cfg, run_dir)
-    log.info("model %s from %s; task %s; method %s", cfg.model.name, source(cfg.model), task_name(cfg), cfg.method.name)
+    log.info("model %s from %s; task %s; method %s", typed["model"].name, source(typed["model"]), task_name(cfg),
+             method.name)
     model, data = build(cfg)
     apply_method(model, cfg.method)
     started = None
-    if cfg.method.get("init_adapter"):  # App. D.1: MRPC, RTE, STS-B start from the MNLI adapter
-        started = init_from_adapter(model, cfg.method.init_adapter, bool(cfg.method.get("init_keep_head", False)))
+    if method.init_adapter:  # App. D.1: MRPC, RTE, STS-B start from the MNLI adapter
+        started = init_from_adapter(model, method.init_adapter, method.init_keep_head)
         log.info("started from %s: %d tensors loaded, head %s", started["path"], started["tensors_loaded"],
                  started["head"])
     logger = Logger(run_dir, cfg)
@@ -61,12 +65,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
               "total_params": sum(p.numel() for p in model.parameters())}
     logger.summary(counts)
     # what an adapter file says of itself (lora_repro.formats reads it), the snapshots' (train.snapshot_steps) too
-    meta = {"task": task_name(cfg), "model": cfg.model.name, "method": cfg.method.name, "r": cfg.method.get("r"),
-            "alpha": cfg.method.get("alpha"), "targets": list(cfg.method.targets) if "targets" in cfg.method else None}
+    meta = {"task": task_name(cfg), "model": typed["model"].name, "method": method.name, **lora_knobs(method)}
     try:  # a failed run keeps its train_log.jsonl up to the failure, and writes no metrics.json
-        result = train(model, data, cfg.train, device, logger, run_dir, bool(cfg.get("resume", False)), meta)
-        record = {"experiment": cfg.experiment, **meta, "seed": int(cfg.seed),
-                  "size": method_size(cfg.method), "dagger": bool(cfg.get("dagger", False)),
+        result = train(model, data, typed["train"], device, logger, run_dir, top.resume, meta)
+        record = {"experiment": top.experiment, **meta, "seed": top.seed,
+                  "size": method_size(method), "dagger": top.dagger,
                   "main_metric": data.main_metric, "eval_split": next(iter(data.evals)), "init_adapter": started,
                   **counts, **result,
                   "config": OmegaConf.to_container(cfg, resolve=True)}

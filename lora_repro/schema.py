@@ -17,6 +17,7 @@ LORA_INITS = ("kaiming", "gaussian", "normal")
 ADAPTER_SITES = ("attention", "ffn")
 ACTIVATIONS = ("relu", "silu", "swish", "gelu", "gelu_new", "tanh", "sigmoid", "mish", "leaky_relu", "linear")  # ACT2FN
 SEED_MAX = 2**32 - 1  # numpy's np.random.seed takes 0 .. 2**32 - 1
+DEVICE = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 Text = Annotated[str, Strict(False)]  # a name or path: experiment=2024 is the string '2024'
 
 
@@ -27,6 +28,10 @@ class Group(BaseModel):
 
 def seed_field(default: int, description: str):
     return Field(default, ge=0, le=SEED_MAX, description=description)
+
+
+def device_field():
+    return Field("auto", pattern=DEVICE, description="auto = cuda if available")
 
 
 class ModelConfig(Group):
@@ -46,9 +51,10 @@ class TrainConfig(Group):
     global_batch_size: Optional[int] = Field(
         None, ge=1, description="examples per optimizer step over all devices (Table 9 batch x 8 GPUs)")
     eval_batch_size: int = Field(64, ge=1, description="examples (E2E: MRs) per evaluation batch")
-    lr: float = Field(5e-4, ge=0, description="AdamW peak learning rate (Table 9, Table 11); 0 trains nothing")
+    lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate (Table 9, Table 11)")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="linear warmup fraction when warmup_steps is 0 (Table 9)")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup steps; 0 = use warmup_ratio (Table 11: 500)")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps; 0 = use warmup_ratio (Table 11: 500); at "
+                                                   "most the run's total steps (checked when the data is known)")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices (Table 9, Table 11)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 = none (E2E reference --clip 0)")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon (HF Trainer 1e-8; E2E reference code 1e-6)")
@@ -151,7 +157,7 @@ class TopKMethod(MethodCommon):
 class AdapterMethod(MethodCommon):
     name: Literal["adapter_h", "adapter_p", "adapter_l", "adapter_d"] = Field(
         description="adapter layers: Houlsby, Pfeiffer, Lin, AdapterDrop (Sec. 5.1)")
-    sites: list[Literal[ADAPTER_SITES]] = Field(description="after attention (Wo) and/or after the FFN")
+    sites: list[Literal[ADAPTER_SITES]] = Field(min_length=1, description="after attention (Wo) and/or after the FFN")
     bottleneck: int = Field(ge=1, description="adapter width (Table 2, 3 sizes; Table 9 †)")
     activation: Literal[ACTIVATIONS] = Field(description="nonlinearity (reference scripts: swish = silu, relu)")
     layernorm: bool = Field(False, description="the adapter's own trainable LayerNorm (Adapter^L)")
@@ -185,7 +191,7 @@ class EvaluateAdapter(Group):
 class TopLevel(Group):
     experiment: Text = Field("default", description="name of the group of runs (+experiment=NAME sets it)")
     seed: int = seed_field(0, "run seed: head and method init, dropout, data order (Table 2: 5 seeds)")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda if available")
+    device: str = device_field()
     resume: bool = Field(False, description="continue from the checkpoint in the run dir (hydra.run.dir=THAT_DIR)")
     dagger: bool = Field(False, description="Table 2's † setup (Houlsby et al.'s restricted setting)")
     mnli_adapter: Optional[Text] = Field(None, description="the MNLI adapter MRPC, RTE, STS-B start from (App. D.1)")
@@ -198,21 +204,52 @@ class TopLevel(Group):
     logger: dict[str, Any]
 
 
+class LMConfig(Group):
+    name: Text = Field(description="the LM's name, in its output folder and records (conf/lm/)")
+    vocab_size: int = Field(ge=257, description="byte-level BPE vocabulary: the 256 bytes, <|endoftext|> and merges")
+    n_positions: int = Field(ge=2, description="GPT-2 positions, the tokenizer's model_max_length too")
+    n_embd: int = Field(ge=1, description="width; a multiple of n_head")
+    n_layer: int = Field(ge=1, description="transformer blocks")
+    n_head: int = Field(ge=1, description="attention heads")
+    block: int = Field(ge=2, description="tokens per packed training sequence (GPT-2's packing); at most n_positions")
+    epochs: int = Field(ge=1, description="passes over the corpus (train.epochs reads it)")
+    batch_size: int = Field(ge=1, description="blocks per step (train.batch_size reads it)")
+    lr: float = Field(gt=0, description="AdamW peak learning rate (train.lr reads it)")
+
+
+class CorpusSource(Group):
+    path: Text = Field(description="a text file, or a CSV/TSV read one column of; relative to where you run")
+    column: Optional[Text] = Field(None, description="the CSV/TSV column to read; null = a text file, a line a line")
+    heldout: bool = Field(False, description="hold out its last heldout_fraction of lines for perplexity")
+
+
+class PretrainConfig(Group):
+    out_dir: Text = Field(description="where the model and tokenizer are saved (model.path=THAT_DIR uses them)")
+    seed: int = seed_field(0, "seed of the LM's init and the data order")
+    device: str = device_field()
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="the last fraction of each heldout source, held out")
+    corpus: list[CorpusSource] = Field(min_length=1, description="the text files the tokenizer and LM train on")
+    train: TrainConfig = Field(description="the training loop's knobs, as a run's train.* (lora_repro/train.py)")
+    lm: LMConfig = Field(description="the LM's shape and schedule (conf/lm/)")
+
+
 TASKS: dict[str, type[Group]] = {"synthetic": SyntheticTask, "glue": GlueTask, "e2e": E2ETask}
 METHODS: dict[str, type[Group]] = {"lora": LoraMethod, "full": FullMethod, "bitfit": BitfitMethod,
                                    "ft_top2": TopKMethod, "ft_topk": TopKMethod,
                                    **{n: AdapterMethod for n in ("adapter_h", "adapter_p", "adapter_l", "adapter_d")},
                                    "prefix_embed": PrefixMethod, "prefix_layer": PrefixMethod}
 LOGGERS: dict[str, type[Group]] = {"none": NoLogger, "wandb": WandbLogger}
-# (path prefix, model) of every group, in the order the README table lists them
-GROUPS: list[tuple[str, type[Group]]] = [
-    ("", TopLevel), ("model", ModelConfig), ("train", TrainConfig), ("logger (none)", NoLogger),
-    ("logger (wandb)", WandbLogger), ("task (synthetic)", SyntheticTask), ("task (glue)", GlueTask),
-    ("task (e2e)", E2ETask), ("method (any)", MethodCommon), ("method (lora)", LoraMethod), ("method (full)", FullMethod),
-    ("method (bitfit)", BitfitMethod), ("method (ft_top2, ft_topk)", TopKMethod),
-    ("method (adapter_h, adapter_p, adapter_l, adapter_d)", AdapterMethod),
-    ("method (prefix_embed, prefix_layer)", PrefixMethod), ("method (A+B)", ComposedMethod)]
-SUBGROUPS = {TopLevel: {"model", "task", "method", "train", "logger"}}
+# (path prefix, which config or choice, model) of every group, in the order the README table lists them
+GROUPS: list[tuple[str, str, type[Group]]] = [
+    ("", "", TopLevel), ("model", "", ModelConfig), ("train", "", TrainConfig), ("logger", "none", NoLogger),
+    ("logger", "wandb", WandbLogger), ("task", "synthetic", SyntheticTask), ("task", "glue", GlueTask),
+    ("task", "e2e", E2ETask), ("method", "any", MethodCommon), ("method", "lora", LoraMethod),
+    ("method", "full", FullMethod), ("method", "bitfit", BitfitMethod), ("method", "ft_top2, ft_topk", TopKMethod),
+    ("method", "adapter_h, adapter_p, adapter_l, adapter_d", AdapterMethod),
+    ("method", "prefix_embed, prefix_layer", PrefixMethod), ("method", "A+B", ComposedMethod),
+    ("", "pretrain", PretrainConfig), ("lm", "pretrain", LMConfig), ("corpus[]", "pretrain", CorpusSource)]
+# fields listed as groups of their own (pretrain's train is the run's train group)
+SUBGROUPS = {TopLevel: {"model", "task", "method", "train", "logger"}, PretrainConfig: {"train", "lm", "corpus"}}
 
 
 # --- what a field accepts, in words ---
@@ -270,8 +307,12 @@ def valid_text(field) -> str:
             text = f"a list of {list(typing.get_args(base))}"
         elif base is int:  # e.g. train.snapshot_steps: list[Annotated[int, Field(ge=0)]]
             text = "a list of integers" + (_range(_bounds(meta[0])) if meta else "")
+        elif isinstance(base, type) and issubclass(base, BaseModel):
+            text = "a list of mappings"
         else:
             text = "a list of strings"
+        if any(isinstance(m, annotated_types.MinLen) and m.min_length > 0 for m in field.metadata):
+            text = text.replace("a list", "a non-empty list", 1)
     elif origin is dict or annotation is dict:
         text = "a mapping"
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -299,18 +340,31 @@ def type_text(field) -> str:
 
 # --- checking a composed config ---
 
+def _item_model(annotation, part) -> type[BaseModel] | None:
+    """The model of a list-of-mappings item an integer location part points into (corpus.0.path), else None."""
+    if typing.get_origin(annotation) is list and isinstance(part, int):
+        item = typing.get_args(annotation)[0]
+        return item if isinstance(item, type) and issubclass(item, BaseModel) else None
+    return None
+
+
 def _field_at(model: type[BaseModel], loc: tuple) -> tuple[Any, list[str], tuple]:
     """The FieldInfo a pydantic error location points at, the dotted names down to it, and its loc prefix."""
-    field, names = None, []
-    for i, part in enumerate(loc):
+    field, names, i = None, [], 0
+    while i < len(loc):
+        part = loc[i]
         if not isinstance(part, str) or part not in model.model_fields:
             break
         field, names = model.model_fields[part], names + [part]
         annotation, _ = _strip_optional(field.annotation)
+        item = _item_model(annotation, loc[i + 1]) if i + 1 < len(loc) else None
+        if item is not None:  # into one item of a list of mappings
+            model, names, i = item, names + [str(loc[i + 1])], i + 2
+            continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return field, names, loc[:i + 1]
-        model = annotation
-    return field, names, loc[:len(names)]
+        model, i = annotation, i + 1
+    return field, names, loc[:i]
 
 
 def _value_at(data, loc: tuple):
@@ -326,8 +380,10 @@ def error_line(err: ValidationError, model: type[BaseModel], prefix: str, data: 
     if first["type"] == "extra_forbidden":
         group, names = model, []
         for part in loc[:-1]:
-            annotation, _ = _strip_optional(group.model_fields[part].annotation)
-            group, names = annotation, names + [part]
+            names.append(str(part))
+            if isinstance(part, str):  # a field: its model, or for a list of mappings its items' (the next part)
+                annotation, _ = _strip_optional(group.model_fields[part].annotation)
+                group = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
         path = ".".join(p for p in (prefix, *names, str(loc[-1])) if p)
         where = ".".join(p for p in (prefix, *names) if p) or "the config"
         valid = sorted(group.model_fields)
@@ -351,15 +407,35 @@ def check_group(model: type[Group], data: dict, prefix: str) -> Group:
         raise ValueError(error_line(err, model, prefix, data)) from None
 
 
+def plain(cfg) -> dict:
+    """A DictConfig as plain values, interpolations resolved; a dict as it is."""
+    if isinstance(cfg, dict):
+        return cfg
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def typed(model: type[Group], cfg, prefix: str):
     """A group as its schema's typed object (what the code reads: cfg.epochs is an int): a DictConfig or dict is
     validated, one of model's instances is returned as it is."""
     if isinstance(cfg, model):
         return cfg
-    if not isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return check_group(model, cfg, prefix)
+    return check_group(model, plain(cfg), prefix)
+
+
+def _task_schema(data, prefix: str) -> type[Group]:
+    name = data.get("name") if isinstance(data, dict) else None
+    if name not in TASKS:
+        raise ValueError(f"{prefix}.name={name!r} is not a task; valid choices: {list(TASK_NAMES)}")
+    return TASKS[name]
+
+
+def task_config(cfg, prefix: str = "task") -> Group:
+    """The task group typed by the schema its name picks (SyntheticTask, GlueTask, E2ETask)."""
+    if isinstance(cfg, tuple(TASKS.values())):
+        return cfg
+    data = plain(cfg)
+    return check_group(_task_schema(data, prefix), data, prefix)
 
 
 def method_names(name, prefix: str = "method") -> list[str]:
@@ -371,12 +447,13 @@ def method_names(name, prefix: str = "method") -> list[str]:
     return names
 
 
-def check_method(data: dict, prefix: str = "method") -> list[Group]:
-    """The method's config (a composition: each part's config too), typed; the name must be a known method."""
-    name = data.get("name")
+def _method(data: dict, prefix: str) -> tuple[Group, list[Group]]:
+    """The method group typed (its method's schema, or ComposedMethod for A+B) and the methods it applies, typed."""
+    name = data.get("name") if isinstance(data, dict) else None
     names = method_names(name, prefix)
     if len(names) == 1:
-        return [check_group(METHODS[name], data, prefix)]
+        group = check_group(METHODS[name], data, prefix)
+        return group, [group]
     absent = [n for n in names if not isinstance(data.get(n), dict)]
     if absent:
         raise ValueError(f"{prefix}.name={name!r} composes {names}, but {prefix}.{absent[0]} (that method's config) "
@@ -385,23 +462,35 @@ def check_method(data: dict, prefix: str = "method") -> list[Group]:
     for n, part in zip(names, parts):
         if part.name != n:
             raise ValueError(f"{prefix}.{n}.name={part.name!r} is not {n!r}: the part config must be that method's")
-    check_group(ComposedMethod, {k: v for k, v in data.items() if k not in names}, prefix)
-    return parts
+    return check_group(ComposedMethod, {k: v for k, v in data.items() if k not in names}, prefix), parts
+
+
+def check_method(cfg, prefix: str = "method") -> list[Group]:
+    """The methods a method config applies, typed: itself, or for a composition (A+B) method.A and method.B."""
+    return _method(plain(cfg), prefix)[1]
+
+
+def method_config(cfg, prefix: str = "method") -> Group:
+    """The method group itself, typed: its method's schema, or ComposedMethod for a composition (its parts checked)."""
+    if isinstance(cfg, (*METHODS.values(), ComposedMethod)):
+        return cfg
+    return _method(plain(cfg), prefix)[0]
 
 
 def check(data: dict) -> dict[str, Any]:
-    """The whole resolved config checked against the schema; returns its typed groups (top, model, task, ...)."""
+    """The whole resolved config checked against the schema; returns its typed groups: top, model, train, logger,
+    task, method (the group) and parts (the methods it applies: itself, or a composition's two)."""
     top = check_group(TopLevel, data, "")
-    task_name = top.task.get("name")
-    if task_name not in TASKS:
-        raise ValueError(f"task.name={task_name!r} is not a task; valid choices: {list(TASK_NAMES)}")
+    task = _task_schema(top.task, "task")
     logger_name = top.logger.get("name")
     if logger_name not in LOGGERS:
         raise ValueError(f"logger.name={logger_name!r} is not a logger; valid choices: {list(LOGGERS)}")
-    return {"top": top, "model": check_group(ModelConfig, top.model, "model"),
-            "train": check_group(TrainConfig, top.train, "train"),
-            "logger": check_group(LOGGERS[logger_name], top.logger, "logger"),
-            "task": check_group(TASKS[task_name], top.task, "task"), "method": check_method(top.method)}
+    typed = {"top": top, "model": check_group(ModelConfig, top.model, "model"),
+             "train": check_group(TrainConfig, top.train, "train"),
+             "logger": check_group(LOGGERS[logger_name], top.logger, "logger"),
+             "task": check_group(task, top.task, "task")}
+    typed["method"], typed["parts"] = _method(top.method, "method")
+    return typed
 
 
 # --- the README's configuration table ---
@@ -436,9 +525,8 @@ def markdown_table() -> str:
             cells = [f"`{path}`" + (f" {group}" if group else ""), type_text(field), _default_text(field),
                      valid_text(field), field.description]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    for title, model in GROUPS:
-        prefix, _, rest = title.partition(" ")
-        rows(model, prefix, rest)
+    for prefix, choice, model in GROUPS:
+        rows(model, prefix, f"({choice})" if choice else "")
     return "\n".join(lines) + "\n"
 
 

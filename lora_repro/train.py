@@ -42,9 +42,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """train.precision: bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"train.precision={precision!r} is not a precision; valid choices: ['bf16', 'fp32']")
+    """train.precision (the schema's choices): bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
 
 
@@ -74,7 +72,7 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData, cfg: DictConfig, device: torch.device,
+def evaluate(model: torch.nn.Module, data: TaskData, cfg: schema.TrainConfig, device: torch.device,
              out_dir: Path | None = None, tag: str = "") -> dict[str, float]:
     """The task's metrics on every eval split; splits after the first get their name as a suffix.
 
@@ -134,6 +132,18 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     return state
 
 
+def check_steps(cfg: schema.TrainConfig, total: int, steps_per_epoch: int) -> None:
+    """train.warmup_steps and train.snapshot_steps within the run's optimizer steps, which only the data's size tells
+    (so not the schema): one line before the first step."""
+    steps = f"(the run's total steps: {cfg.epochs} epochs x {steps_per_epoch} steps)"
+    if cfg.warmup_steps > total:
+        raise ValueError(f"train.warmup_steps={cfg.warmup_steps} is invalid; valid choices: an integer in [0, {total}] "
+                         + steps)
+    if any(s > total for s in cfg.snapshot_steps):
+        raise ValueError(f"train.snapshot_steps={list(cfg.snapshot_steps)} is invalid; valid choices: integers in "
+                         f"[0, {total}] {steps}")
+
+
 def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.TrainConfig, device: torch.device, log,
           checkpoint_dir: Path | None = None, resume: bool = False, meta: dict | None = None) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
@@ -164,6 +174,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
     wrapped = model if world == 1 else \
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = steps_per_epoch * cfg.epochs
+    check_steps(cfg, total, steps_per_epoch)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
@@ -182,10 +193,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
             raise ValueError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
                              f"processes, this run has {world}; resume with the same number of processes")
     every = cfg.checkpoint_every
-    snapshots = sorted(set(cfg.snapshot_steps))
-    if snapshots and snapshots[-1] > total:
-        raise ValueError(f"train.snapshot_steps={list(cfg.snapshot_steps)} is invalid; valid choices: steps in "
-                         f"[0, {total}] (this run's optimizer steps)")
+    snapshots = set(cfg.snapshot_steps)
 
     def snapshot() -> None:
         """ΔW as training goes (Sec. 7.3): the trainable tensors after `step` optimizer steps, 0 = the init."""

@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lora_repro import distributed, schema, targets
+from lora_repro.lora import check_rank
+from lora_repro.methods.prefix import check_lengths
+from lora_repro.methods.top_k import check_k
 from lora_repro.models import check_model_dir, local_config
 
 log = logging.getLogger("lora_repro")
@@ -26,7 +30,12 @@ def resolved(cfg: DictConfig) -> dict:
         raise ValueError(f"{err.full_key or 'the config'}: {str(err).splitlines()[0]}") from None
 
 
-def check_rules(cfg: DictConfig, typed: dict) -> None:
+def typed_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config's typed groups (schema.check of the resolved config): what the code reads."""
+    return schema.check(resolved(cfg))
+
+
+def check_rules(typed: dict) -> None:
     """The cross-field rules: batches that divide, targets and r that fit the architecture, decode within the length."""
     distributed.grad_accum(typed["train"], distributed.world_size())  # global_batch_size divisible by batch x world
     task = typed["task"]
@@ -35,43 +44,36 @@ def check_rules(cfg: DictConfig, typed: dict) -> None:
     if task.name == "e2e" and task.decode.max_new_tokens >= task.max_seq_len:
         raise ValueError(f"task.decode.max_new_tokens={task.decode.max_new_tokens} is invalid; valid choices: an "
                          f"integer < task.max_seq_len ({task.max_seq_len}): the prompt keeps the rest")
-    for part in typed["method"]:
-        if part.name in ("prefix_embed", "prefix_layer") and part.prefix_len + part.infix_len < 1:
-            raise ValueError(f"method.prefix_len={part.prefix_len} with method.infix_len={part.infix_len} is invalid; "
-                             f"valid choices: l_p + l_i >= 1 (Sec. 5.1), e.g. method.prefix_len=10")
-    lora_parts = [part for part in typed["method"] if part.name == "lora"]
+    for part in typed["parts"]:
+        if part.name in ("prefix_embed", "prefix_layer"):
+            check_lengths(part.prefix_len, part.infix_len)
+    lora_parts = [part for part in typed["parts"] if part.name == "lora"]
     for part in lora_parts:
         targets.check_targets(part.targets)
-    config = local_config(cfg.model) if lora_parts or task.name == "synthetic" else None  # no hub fetch here
+    config = local_config(typed["model"]) if lora_parts or task.name == "synthetic" else None  # no hub fetch here
     if config is None:
         return
     kind = getattr(config, "model_type", None)
     if kind not in targets.ARCHITECTURES:
         raise ValueError(f"model.config.model_type={kind!r} has no known LoRA targets; valid choices: "
                          f"{sorted(targets.ARCHITECTURES)}")
-    width = config.hidden_size
     for part in lora_parts:
-        if part.r > width:  # apply_lora checks each layer again, exactly
-            raise ValueError(f"method.r={part.r} is larger than the model allows: its layers are {width} wide, "
-                             f"so valid choices are 1..{width}")
-    for part in typed["method"]:
-        if part.name in ("ft_top2", "ft_topk") and part.k > config.num_hidden_layers:
-            raise ValueError(f"method.k={part.k} is invalid; valid choices: an integer in [1, "
-                             f"{config.num_hidden_layers}] (the model's blocks)")
+        check_rank(part.r, config.hidden_size)  # apply_lora checks each layer again, exactly
+    for part in typed["parts"]:
+        if part.name in ("ft_top2", "ft_topk"):
+            check_k(part.k, config.num_hidden_layers)
 
 
-def check_files(cfg: DictConfig, typed: dict) -> None:
+def check_files(typed: dict) -> None:
     """The folders named by the config exist and hold what they should (their contents load in run())."""
     task = typed["task"]
     if task.name == "glue" and task.data_dir:
         from lora_repro.tasks import glue
-        glue.check_data_dir(cfg.task, glue.subset(cfg.task))
-    if task.name == "e2e":
+        glue.check_data_dir(task, glue.subset(task))
+    if task.name == "e2e" and task.data_dir:
         from lora_repro.tasks import e2e
-        if task.data_dir:
-            e2e.check_data_dir(cfg.task)
-    top = typed["top"]
-    init_adapter = top.method.get("init_adapter")
+        e2e.check_data_dir(task)
+    init_adapter = typed["method"].init_adapter
     if init_adapter and not Path(init_adapter).exists():
         raise FileNotFoundError(f"method.init_adapter={init_adapter!r} does not exist; valid choices: a "
                                 f"run directory, an adapter.safetensors file, a loralib .bin, or null (start from W0)")
@@ -79,12 +81,13 @@ def check_files(cfg: DictConfig, typed: dict) -> None:
         check_model_dir(typed["model"].path)
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Raise ValueError / FileNotFoundError of one line on the first wrong field; nothing is loaded or written."""
-    typed = schema.check(resolved(cfg))
-    check_files(cfg, typed)
-    check_rules(cfg, typed)
-    return cfg
+def validate(cfg: DictConfig) -> dict[str, Any]:
+    """Raise ValueError / FileNotFoundError of one line on the first wrong field; nothing is loaded or written.
+    Returns the typed groups (typed_config)."""
+    typed = typed_config(cfg)
+    check_files(typed)
+    check_rules(typed)
+    return typed
 
 
 def flat(data, prefix: str = "") -> dict:
@@ -100,7 +103,8 @@ def flat(data, prefix: str = "") -> dict:
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
     """resume=true continues only the run its directory holds: a field that changes the result (model, task,
     method, data, optimizer, schedule, seed) must be what it was; logging and evaluation batch size may change."""
-    if not cfg.get("resume"):
+    new = resolved(cfg)
+    if not schema.typed(schema.TopLevel, new, "").resume:
         return
     stored_file = run_dir / STORED_CONFIG
     if not stored_file.is_file() and (run_dir / "metrics.json").is_file():
@@ -112,7 +116,7 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
         return
     stored = json.loads(stored_file.read_text())
     stored = stored["config"] if stored_file.name == "metrics.json" else stored
-    old, new = flat(stored), flat(resolved(cfg))
+    old, new = flat(stored), flat(new)
     changed = [path for path in sorted(set(old) | set(new)) if old.get(path, "<absent>") != new.get(path, "<absent>")
                and not any(path == free or path.startswith(free + ".") for free in RESUME_MAY_CHANGE)]
     if changed:
@@ -127,5 +131,6 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
 def store_config(cfg: DictConfig, run_dir: Path) -> None:
     """Write the resolved config the run starts with (kept as it was when a run is resumed)."""
     from lora_repro.record import write_json
-    if not (cfg.get("resume") and (run_dir / STORED_CONFIG).is_file()):
-        write_json(run_dir / STORED_CONFIG, resolved(cfg))
+    config = resolved(cfg)
+    if not (schema.typed(schema.TopLevel, config, "").resume and (run_dir / STORED_CONFIG).is_file()):
+        write_json(run_dir / STORED_CONFIG, config)

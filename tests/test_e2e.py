@@ -113,8 +113,6 @@ def test_e2e_trains_as_gpt2_ft_without_backbone_dropout_in_fp32(tmp_path):
     assert load_model(compose(f"model.path={tmp_path}").model, "causal_lm").config.resid_pdrop == 0.1
     assert (cfg.train.adam_eps, cfg.train.precision, cfg.train.max_grad_norm) == (1e-6, "fp32", 0.0)
     assert autocast(torch.device("cuda"), "fp32")._enabled is False  # train.precision=fp32: no bf16 on CUDA either
-    with pytest.raises(ValueError, match=r"train.precision='fp16'.*\['bf16', 'fp32'\]"):
-        autocast(torch.device("cpu"), "fp16")
 
 
 def test_cut_at_stop_strings():
@@ -148,7 +146,7 @@ def test_pretrained_lm_is_saved_in_hugging_face_format_and_runs_e2e(tmp_path):
     data = write_e2e(tmp_path / "data")
     cli("lora_repro.run", f"model.path={out}", "model.name=local-gpt2", "task=e2e", f"task.data_dir={data}",
         "task.train_split=dev", "task.decode.num_beams=2", "task.decode.max_new_tokens=8", "train.epochs=1",
-        f"hydra.run.dir={tmp_path / 'run'}")
+        "train.warmup_steps=0", f"hydra.run.dir={tmp_path / 'run'}")  # Table 11's 500 would outlast these steps
     assert json.loads((tmp_path / "run/metrics.json").read_text())["trainable_params"] == 2 * 2 * (2 * 4 * 64 * 2)
 
 

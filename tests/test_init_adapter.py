@@ -93,22 +93,31 @@ def test_a_loralib_checkpoint_loads_under_its_own_names(tmp_path):
                        saved["roberta.encoder.layer.1.attention.self.value.lora_B"])
 
 
-def test_mnli_then_mrpc_from_the_mnli_run_directory(tmp_path):
-    # the chain of App. D.1 through lora_repro.run: with lr 0 the MRPC run keeps the MNLI adapter's LoRA tensors
+def test_mnli_then_mrpc_from_the_mnli_run_directory(tmp_path, monkeypatch):
+    # the chain of App. D.1 through lora_repro.run: the MRPC run's first step starts from the MNLI adapter's LoRA
+    # tensors (seen by the training loop as it is called), and training then moves them
     from safetensors.torch import load_file
-    from lora_repro.run import run
+    from lora_repro import run as run_module
     from test_glue import write_glue
     from test_run import compose_run
     (tmp_path / "mnli").mkdir()
-    run(compose_run("task=glue/mnli", f"task.data_dir={write_glue(tmp_path / 'MNLI', 'mnli', rows=12)}",
-                    "train.epochs=1", "train.batch_size=4"), tmp_path / "mnli")
+    run_module.run(compose_run("task=glue/mnli", f"task.data_dir={write_glue(tmp_path / 'MNLI', 'mnli', rows=12)}",
+                               "train.epochs=1", "train.batch_size=4"), tmp_path / "mnli")
+    started, train = {}, run_module.train
+
+    def train_from(model, *args, **kwargs):  # the training loop, noting the LoRA tensors it starts from
+        started.update({n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n})
+        return train(model, *args, **kwargs)
+    monkeypatch.setattr(run_module, "train", train_from)
     (tmp_path / "mrpc").mkdir()
-    record = run(compose_run("task=glue/mrpc", f"task.data_dir={write_glue(tmp_path / 'MRPC', 'mrpc', rows=12)}",
-                             "train.epochs=1", "train.lr=0", f"method.init_adapter={tmp_path / 'mnli'}", "seed=1"),
-                 tmp_path / "mrpc")
+    record = run_module.run(compose_run("task=glue/mrpc", f"task.data_dir={write_glue(tmp_path / 'MRPC', 'mrpc', 12)}",
+                                        "train.epochs=1", "train.lr=1e-2", f"method.init_adapter={tmp_path / 'mnli'}",
+                                        "seed=1"), tmp_path / "mrpc")
     mnli, mrpc = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("mnli", "mrpc"))
     lora = [k for k in mnli if ".lora_" in k]
-    assert len(lora) == 8 and all(torch.equal(mnli[k], mrpc[k]) for k in lora)
+    assert len(lora) == 8 and sorted(started) == sorted(lora)
+    assert all(torch.equal(mnli[k], started[k]) for k in lora)  # the MNLI tensors, not a fresh seed-1 init
+    assert not any(torch.equal(mnli[k], mrpc[k]) for k in lora)  # then trained on MRPC
     assert mnli["classifier.weight"].shape == (3, 64) and mrpc["classifier.weight"].shape == (2, 64)
     assert record["init_adapter"]["head"] == "reinitialised" and record["init_adapter"]["tensors_loaded"] == 8
     written = json.loads((tmp_path / "mrpc" / "metrics.json").read_text())

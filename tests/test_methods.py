@@ -112,8 +112,7 @@ def test_lora_with_prefix_saves_loads_and_merges_only_lora(other, tmp_path):
 
 
 def test_a_composition_of_an_unknown_method_lists_the_choices():
-    from lora_repro.methods import check_name
     with pytest.raises(ValueError, match=r"method.name='lora\+prefix' is not a method; valid choices: .*joined by \+"):
-        check_name(OmegaConf.create({"name": "lora+prefix"}))
+        apply_method(tiny("bert"), OmegaConf.create({"name": "lora+prefix"}))
     with pytest.raises(ValueError, match=r"method.lora \(that method's config\) is absent"):
         apply_method(tiny("bert"), OmegaConf.create({"name": "lora+bitfit", "bitfit": {"name": "bitfit"}}))

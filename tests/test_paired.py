@@ -1,4 +1,4 @@
-"""Paired differences (lora_repro/analysis/paired.py): Table 2's comparisons read seed by seed, with their uncertainty."""
+"""Paired differences (lora_repro/analysis/paired.py): Table 2's comparisons seed by seed, with their uncertainty."""
 import numpy as np
 import pandas as pd
 import pytest

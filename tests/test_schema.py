@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from lora_repro import schema
 from lora_repro.validate import resolved, validate
@@ -25,21 +25,57 @@ def hydra_conf():
 
 # --- every config the repository ships is valid ---
 
-def shipped_overrides() -> list[list[str]]:
-    """Every conf/paper file (its model, method, task), every experiment and each value of its sweep, every method
-    on every task kind, and the wandb logger."""
+def sweep_jobs(path: Path) -> list[list[str]]:
+    """Jobs of a file's sweeper grid (hydra.sweeper.params): each value of each parameter once, the other parameters
+    at their first value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
+    params = ((yaml.safe_load(path.read_text()).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    values = {}
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        values[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else \
+            [override.get_value_element_as_str()]
+    jobs = []
+    for key in values:
+        for value in values[key]:
+            job = [f"{k}={value if k == key else v[0]}" for k, v in values.items()]
+            if job not in jobs:
+                jobs.append(job)
+    return jobs
+
+
+def compose_sweep(name: str, job: list[str]):
+    """sweeps/NAME.yaml with one job's overrides, composed as `python -m lora_repro.run --config-dir sweeps
+    --config-name NAME` composes it (sweeps/ ahead of conf/ on the search path), ${hydra:...} resolved as in the
+    job, the hydra node dropped. No GlobalHydra: the module's conf/ fixture keeps it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.types import RunMode
+    search_path = create_config_search_path(str(ROOT / "conf"))
+    search_path.prepend("command-line", f"file://{ROOT / 'sweeps'}", anchor=SearchPathQuery(provider="schema"))
+    cfg = ConfigLoaderImpl(config_search_path=search_path).load_configuration(name, job, RunMode.MULTIRUN)
+    HydraConfig.instance().set_config(cfg)  # what ${hydra:sweep.dir} reads (mnli_adapter of the MNLI-init sweeps)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as Hydra's run_job hands the job its config
+    try:
+        return OmegaConf.create(resolved(cfg))
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def shipped_overrides() -> list[list[str]]:
+    """Every conf/paper file (its model, method, task), every experiment and the jobs of its sweep, every method
+    on every task kind, and the wandb logger."""
     cases = []
     for f in sorted((ROOT / "conf/paper").rglob("*.yaml")):
         model, method, *task = f.relative_to(ROOT / "conf/paper").with_suffix("").parts
         cases.append([f"model={model}", f"method={method}", f"task={'/'.join(task)}"])
-    parser = OverridesParser.create()
     for f in sorted((ROOT / "conf/experiment").glob("*.yaml")):
         cases.append([f"+experiment={f.stem}"])
-        params = ((yaml.safe_load(f.read_text()).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-        for key, values in params.items():
-            for value in parser.parse_override(f"{key}={values}").sweep_string_iterator():
-                cases.append([f"+experiment={f.stem}", f"{key}={value}"])
+        cases += [[f"+experiment={f.stem}", *job] for job in sweep_jobs(f)]
     for method in sorted(p.stem for p in (ROOT / "conf/method").glob("*.yaml")):
         for task, model in (("synthetic", "tiny-bert"), ("glue/sst2", "tiny-bert"), ("e2e", "tiny-gpt2")):
             cases.append([f"method={method}", f"task={task}", f"model={model}"])
@@ -51,19 +87,30 @@ def shipped_overrides() -> list[list[str]]:
 def test_every_shipped_config_passes_the_schema(hydra_conf):
     cases = shipped_overrides()
     assert len(cases) > 200  # 118 paper files, 12 experiments and their sweeps, 17 methods x 3 tasks
-    checked = 0
     for overrides in ([], ["task=glue/sst2", "adapter.r=8", "adapter.alpha=16", "adapter.targets=[q,v]"]):
         # python -m lora_repro.evaluate (conf/evaluate.yaml: config.yaml and the adapter to score)
         typed = schema.check(resolved(compose("evaluate", overrides=["adapter.path=runs/a", *overrides])))
         assert typed["top"].adapter.path == "runs/a"
-    for overrides in cases:
-        cfg = hydra_conf(*overrides)
+    for lm in sorted(p.stem for p in (ROOT / "conf/lm").glob("*.yaml")):  # python -m lora_repro.pretrain lm=NAME
+        pretrain = schema.typed(schema.PretrainConfig, compose("pretrain", overrides=[f"lm={lm}"]), "")
+        assert pretrain.lm.name in pretrain.out_dir and pretrain.train.epochs == pretrain.lm.epochs
+    configs = [hydra_conf(*overrides) for overrides in cases]
+    sweeps = [(f.stem, job) for f in sorted((ROOT / "sweeps").glob("*.yaml")) for job in [[], *sweep_jobs(f)]]
+    assert len(sweeps) == 6 + 4 + 12 + 8 + 8 + 10 + 7  # each file alone, then its jobs: every value of every parameter
+    configs += [compose_sweep(name, job) for name, job in sweeps]
+    checked = 0
+    for cfg in configs:
         typed = schema.check(resolved(cfg))
         assert typed["train"].epochs >= 1
-        if cfg.model.path is None and not cfg.task.get("data_dir") and cfg.method.get("init_adapter") is None:
+        if typed["model"].path is None and not getattr(typed["task"], "data_dir", None) and \
+                typed["method"].init_adapter is None:
             validate(cfg)  # the cross-field rules too, where no file is needed
             checked += 1
-    assert checked > 150
+    assert checked > 180
+    mrpc = compose_sweep("glue_roberta_base_mnli_init", ["model=roberta-base", "method=lora", "task=glue/mrpc"])
+    assert mrpc.method.init_adapter == mrpc.mnli_adapter  # job 0's run directory, under the sweep's own folder
+    assert mrpc.mnli_adapter.startswith("outputs/multirun/glue_roberta_base_mnli_init/") and \
+        mrpc.mnli_adapter.endswith("/0")
 
 
 def test_schema_defaults_are_the_values_of_conf_config_yaml():
@@ -81,16 +128,20 @@ def test_schema_defaults_are_the_values_of_conf_config_yaml():
             field = model.model_fields[key]
             if field.default is not None and key != "name" and not field.is_required():
                 assert field.default == value, (group, key)
+    pretrain = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pretrain.yaml"))
+    for key in ("seed", "device", "heldout_fraction"):
+        assert schema.PretrainConfig.model_fields[key].default == pretrain[key], key
+    assert set(pretrain) - {"defaults", "hydra"} | {"lm"} == set(schema.PretrainConfig.model_fields)  # lm: conf/lm/
 
 
 def test_the_schemas_choices_are_the_codes():
     from transformers.activations import ACT2FN
-    from lora_repro import lora, methods, tasks, targets
+    from lora_repro import methods, tasks, targets
     from lora_repro.methods import adapters
     from lora_repro.tasks import e2e, glue
     assert schema.TASK_NAMES == tasks.TASKS and set(schema.TASKS) == set(tasks.TASKS)
     assert schema.GLUE_SUBSETS == tuple(glue.SUBSETS) and schema.BAD_ROWS == glue.BAD_ROWS
-    assert schema.E2E_SPLITS == e2e.SPLITS and schema.LORA_INITS == lora.INITS
+    assert schema.E2E_SPLITS == e2e.SPLITS
     assert schema.ADAPTER_SITES == adapters.SITES and set(schema.ACTIVATIONS) <= set(ACT2FN)
     assert set(schema.METHODS) == set(methods.METHODS)
     assert targets.TARGET_NAMES == ("q", "k", "v", "o", "mlp")
@@ -130,8 +181,10 @@ def bad_values(field) -> list:
         return (["gpu0"] if pattern else []) + [[1]]
     if typing.get_origin(annotation) is list:
         item = typing.get_args(annotation)[0]
+        non_empty = any(getattr(m, "min_length", 0) for m in field.metadata)
         items = [[-1]] if typing.get_args(item)[:1] == (int,) else []  # list[Annotated[int, ge=0]]: a negative item
-        return [5] + items + (["[not_a_site]"] if typing.get_origin(item) is typing.Literal else [])
+        return [5] + items + (["[not_a_site]"] if typing.get_origin(item) is typing.Literal else []) + \
+            ([[]] if non_empty else [])
     return ["not_a_mapping"]
 
 
@@ -164,7 +217,7 @@ def put(data: dict, path: str, value) -> dict:
     *parents, last = path.split(".")
     node = data
     for key in parents:
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     if value is KeyError:
         del node[last]
     else:
@@ -174,7 +227,7 @@ def put(data: dict, path: str, value) -> dict:
 
 def test_every_out_of_range_value_is_one_line_naming_field_value_and_range(hydra_conf):
     bases = {}
-    assert len(FAULTS) >= 180  # 190 when written
+    assert len(FAULTS) >= 190  # 191 when written
     for overrides, path, field, value in FAULTS:
         key = tuple(overrides)
         if key not in bases:
@@ -201,7 +254,7 @@ def test_every_bound_itself_is_accepted(hydra_conf):
     ([], "train.epochs", 0, "train.epochs=0 is invalid; valid choices: an integer >= 1"),
     ([], "train.grad_accum", 0, "train.grad_accum=0 is invalid; valid choices: an integer >= 1"),
     ([], "train.warmup_ratio", 2, "train.warmup_ratio=2 is invalid; valid choices: a number in [0, 1)"),
-    ([], "train.lr", -1, "train.lr=-1 is invalid; valid choices: a number >= 0"),
+    ([], "train.lr", 0, "train.lr=0 is invalid; valid choices: a number > 0"),
     ([], "train.precision", "fp16", "train.precision='fp16' is invalid; valid choices: ['bf16', 'fp32']"),
     ([], "seed", -1, "seed=-1 is invalid; valid choices: an integer in [0, 4294967295]"),
     (["task=glue/sst2"], "task.max_seq_len", 0, "task.max_seq_len=0 is invalid; valid choices: an integer >= 2"),
@@ -243,6 +296,25 @@ def test_cross_field_rules_name_the_field(hydra_conf, overrides, message):
     with pytest.raises(ValueError) as err:
         validate(hydra_conf(*overrides))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("lm.vocab_size", 100, "lm.vocab_size=100 is invalid; valid choices: an integer >= 257"),
+    ("corpus", [], "corpus=[] is invalid; valid choices: a non-empty list of mappings"),
+    ("corpus.1.heldout", "yes", "corpus.1.heldout='yes' is invalid; valid choices: true or false"),
+    ("corpus.0.colum", "ref", "corpus.0.colum='ref' is not a field of corpus.0; valid fields: ['column', "
+                              "'heldout', 'path']"),
+    ("train.lr", 0, "train.lr=0 is invalid; valid choices: a number > 0"),
+    ("lm.n_head", 3, "lm.n_head=3 is invalid; valid choices: a divisor of lm.n_embd (128)"),
+    ("lm.block", 1024, "lm.block=1024 is invalid; valid choices: an integer in [2, 512] (lm.n_positions)"),
+])
+def test_a_wrong_pretrain_field_is_one_line_before_any_work(hydra_conf, tmp_path, path, value, message):
+    from lora_repro.pretrain import pretrain
+    data = put(resolved(compose("pretrain", overrides=[f"out_dir={tmp_path / 'lm'}"])), path, value)
+    with pytest.raises(ValueError) as err:
+        pretrain(OmegaConf.create(data))
+    assert str(err.value) == message
+    assert not (tmp_path / "lm").exists()
 
 
 def test_a_numeric_name_is_the_string_it_reads_as(hydra_conf):
@@ -400,6 +472,7 @@ def test_the_readme_table_is_generated_from_the_schema():
     assert schema.readme_table(readme) == table
     assert "| `train.epochs` | int | `3` | an integer >= 1 | passes over the training set (Table 9, Table 11) |" in table
     assert "| `method.r` (lora) | int | `8` | an integer >= 1 |" in table
+    assert "| `lm.vocab_size` (pretrain) | int | (per file) | an integer >= 257 |" in table
     rows = table.splitlines()[2:]
 
     def leaves(model, prefix):
@@ -413,7 +486,6 @@ def test_the_readme_table_is_generated_from_the_schema():
                 yield from leaves(inner, f"{prefix}{name}.")
             else:
                 yield prefix + name
-    expected = [path for title, model in schema.GROUPS
-                for path in leaves(model, title.partition(" ")[0] + "." if title else "")]
-    assert len(rows) == len(expected) == 99
+    expected = [path for prefix, _, model in schema.GROUPS for path in leaves(model, prefix + "." if prefix else "")]
+    assert len(rows) == len(expected) == 99 + 17  # the run's knobs, then python -m lora_repro.pretrain's
     assert [row.split("`")[1] for row in rows] == expected

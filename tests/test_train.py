@@ -85,5 +85,23 @@ def test_snapshots_hold_the_init_and_the_trained_tensors(tmp_path):
 def test_a_snapshot_step_past_the_run_is_refused_before_training():
     quick = ["task.n_train=32", "task.n_eval=16", "train.batch_size=8", "train.epochs=1", "train.snapshot_steps=[0,5]"]
     model, data = build(config(*quick))
-    with pytest.raises(ValueError, match=r"^train.snapshot_steps=\[0, 5\] is invalid; valid choices: steps in \[0, 4\]"):
+    message = r"^train.snapshot_steps=\[0, 5\] is invalid; valid choices: integers in \[0, 4\] \(the run's total steps"
+    with pytest.raises(ValueError, match=message + r": 1 epochs x 4 steps\)$"):
         train(model, data, config(*quick).train, torch.device("cpu"), lambda record: None)
+
+
+def test_warmup_beyond_the_runs_steps_is_one_line_before_the_first_step():
+    # 18 examples in batches of 8: 3 steps an epoch, 6 in 2 epochs; the total is known only once the data is
+    quick = ["task.n_train=18", "task.n_eval=16", "train.epochs=2", "train.batch_size=8"]
+    model, data = build(config(*quick))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    logged = []
+    with pytest.raises(ValueError) as err:
+        train(model, data, config(*quick, "train.warmup_steps=7").train, torch.device("cpu"), logged.append)
+    assert str(err.value) == ("train.warmup_steps=7 is invalid; valid choices: an integer in [0, 6] (the run's total "
+                              "steps: 2 epochs x 3 steps)")
+    assert logged == [] and all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+    whole = config(*quick, "train.warmup_steps=6", "train.log_every=1").train  # warming up all run long is allowed
+    assert train(model, data, whole, torch.device("cpu"), logged.append)["steps"] == 6
+    lrs = [record["lr"] for record in logged if "lr" in record]
+    assert lrs[:5] == pytest.approx([whole.lr * step / 6 for step in range(1, 6)])

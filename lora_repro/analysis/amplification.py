@@ -5,11 +5,10 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from lora_repro.analysis.subspace import subspace_similarity
 from lora_repro.models import load_model
-from lora_repro.tasks import num_labels
+from lora_repro.tasks import head
 
 
 def projection_norm(W, U, Vh) -> float:
@@ -50,7 +49,7 @@ def amplification(delta, W, r: int, seed: int = 0) -> dict[str, float]:
 
 
 def init_drift(A0, A) -> dict[str, float]:
-    """How far LoRA's A moved from its random init (Sec. 7.3's reading that A keeps much of it): ||A - A0||_F / ||A0||_F,
+    """How far LoRA's A moved from its random init (Sec. 7.3 reads that A keeps much of it): ||A - A0||_F / ||A0||_F,
     and eq. 4's φ(A0, A, r, r), the overlap of their whole row spaces: 1 = A spans its init's directions still,
     about r / d_in for unrelated ones."""
     A0, A = torch.as_tensor(A0).double(), torch.as_tensor(A).double()  # (r, d_in)
@@ -63,8 +62,8 @@ def init_drift(A0, A) -> dict[str, float]:
 
 def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
     """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
-    cfg = OmegaConf.create(json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
-    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    config = json.loads((Path(run_dir) / "metrics.json").read_text())["config"]
+    model = load_model(config["model"], *head(config["task"]))
     layer = model.get_submodule(module)
     if not isinstance(layer, torch.nn.Linear):
         raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt only for nn.Linear weights")

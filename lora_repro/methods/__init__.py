@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import torch.nn as nn
-from omegaconf import DictConfig
 
+from lora_repro import schema
 from lora_repro.methods import adapters, bitfit, full, lora, prefix, top_k
 from lora_repro.models import is_head
-from lora_repro.schema import method_names
 
 METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_topk": top_k.apply,
            "bitfit": bitfit.apply, "adapter_h": adapters.apply, "adapter_p": adapters.apply,
@@ -14,49 +13,37 @@ METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_t
            "prefix_embed": prefix.apply_embed, "prefix_layer": prefix.apply_layer}
 
 
-def method_size(method_cfg: DictConfig) -> int | None:
+def method_size(method_cfg) -> int | None:
     """The knob that sets a method's size (one results cell per size, joined to the paper row of that size): the
-    adapter bottleneck, the number of prefix + infix tokens, the top-k blocks, LoRA's r; None for full FT, BitFit."""
-    cfg = method_cfg
-    if "bottleneck" in cfg:
-        return int(cfg.bottleneck)
-    if "prefix_len" in cfg:
-        return int(cfg.prefix_len) + int(cfg.get("infix_len", 0))
-    for key in ("k", "r"):
-        if key in cfg:
-            return int(cfg[key])
+    adapter bottleneck, the number of prefix + infix tokens, the top-k blocks, LoRA's r (a composition's: its LoRA
+    part's); None for full FT, BitFit."""
+    method = schema.method_config(method_cfg)
+    if isinstance(method, schema.AdapterMethod):
+        return method.bottleneck
+    if isinstance(method, schema.PrefixMethod):
+        return method.prefix_len + method.infix_len
+    if isinstance(method, schema.TopKMethod):
+        return method.k
+    if isinstance(method, (schema.LoraMethod, schema.ComposedMethod)):
+        return method.r
     return None
 
 
-def method_parts(method_cfg: DictConfig) -> list[DictConfig]:
-    """The method configs a run applies: method_cfg itself, or for a composition (method.name=A+B, e.g.
-    lora+prefix_embed) the sub-configs method.A and method.B, in that order."""
-    name = method_cfg.get("name")
-    if not (isinstance(name, str) and "+" in name):
-        return [method_cfg]
-    names = name.split("+")
-    absent = [n for n in names if n not in method_cfg]
-    if absent:
-        raise ValueError(f"method.name={name!r} composes {names}, but method.{absent[0]} (that method's config) is "
-                         f"absent; conf/method/lora+prefix_embed.yaml shows the layout")
-    return [method_cfg[n] for n in names]
+def lora_knobs(method_cfg) -> dict:
+    """r, alpha and targets of a method with LoRA in it (recorded with the run, its adapter and its name); None
+    each for the others."""
+    method = schema.method_config(method_cfg)
+    if isinstance(method, (schema.LoraMethod, schema.ComposedMethod)):
+        return {"r": method.r, "alpha": method.alpha, "targets": method.targets}
+    return {"r": None, "alpha": None, "targets": None}
 
 
-def check_name(method_cfg: DictConfig) -> str:
-    name = method_cfg.get("name")
-    if len(method_names(name)) > 1:
-        for part in method_parts(method_cfg):
-            if part.get("name") not in METHODS or "+" in part.name:
-                raise ValueError(f"method.name={name!r}: the part config {part.get('name')!r} is not a method")
-    return name
-
-
-def apply_method(model: nn.Module, method_cfg: DictConfig) -> nn.Module:
+def apply_method(model: nn.Module, method_cfg) -> nn.Module:
     """Apply method_cfg.name to the model in place (freezing what it freezes), then unfreeze the task head.
-    A composition applies each part in turn; what any part trains stays trainable (each part freezes the rest)."""
-    check_name(method_cfg)
+    A composition (method.name=A+B, e.g. lora+prefix_embed) applies method.A, then method.B; what any part trains
+    stays trainable (each part freezes the rest)."""
     trainable: set[int] = set()
-    for part in method_parts(method_cfg):
+    for part in schema.check_method(method_cfg):
         METHODS[part.name](model, part)
         trainable |= {id(p) for p in model.parameters() if p.requires_grad}
     for param_name, p in model.named_parameters():

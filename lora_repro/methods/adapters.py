@@ -50,13 +50,13 @@ def site_paths(kind: str) -> dict[str, str]:
     return {"attention": table["o"], "ffn": table["mlp"][-1]}
 
 
-def dropped_blocks(cfg: DictConfig, n_blocks: int) -> int:
+def dropped_blocks(cfg: schema.AdapterMethod, n_blocks: int) -> int:
     """How many of the lowest blocks get no adapter: method.drop_layers if set (an error if it leaves none), else
     method.drop_fraction of the depth, rounded and capped at n_blocks - 1 (AdapterDrop's 5 of 12 fits any depth)."""
     drop = cfg.drop_layers
     if drop is None:
         return min(round(cfg.drop_fraction * n_blocks), n_blocks - 1)
-    if isinstance(drop, bool) or not isinstance(drop, int) or not 0 <= drop < n_blocks:
+    if drop >= n_blocks:  # the schema keeps it an integer >= 0; the depth is the model's
         raise ValueError(f"method.drop_layers={drop!r} must leave at least one of the {n_blocks} blocks with "
                          f"adapters; valid choices: 0..{n_blocks - 1}, or null for method.drop_fraction of them")
     return drop
@@ -69,17 +69,13 @@ def apply(model: nn.Module, cfg: DictConfig | schema.AdapterMethod) -> nn.Module
     if kind not in SUPPORTED:
         raise ValueError(f"method.name={cfg.name!r} has no adapter placement for architecture {kind!r}; "
                          f"supported: {list(SUPPORTED)}")
-    sites = list(cfg.sites)
-    unknown = [s for s in sites if s not in SITES]
-    if unknown or not sites:
-        raise ValueError(f"method.sites={sites} has unknown name(s) {unknown}; choose from {list(SITES)}")
     for p in model.parameters():
         p.requires_grad_(False)
     paths = site_paths(kind)
     for blocks in block_lists(model, kind):
         drop = dropped_blocks(cfg, len(model.get_submodule(blocks)))
         for block in list(model.get_submodule(blocks))[drop:]:  # AdapterDrop: none in the lowest drop_layers blocks
-            for site in sites:
+            for site in cfg.sites:
                 sub = block.get_submodule(paths[site])
                 weight = sub.weight
                 sub.adapter = Adapter(_width(sub), cfg.bottleneck, cfg.activation, cfg.layernorm, cfg.init_std,

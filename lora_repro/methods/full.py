@@ -2,8 +2,10 @@
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from lora_repro import schema
 
-def apply(model: nn.Module, cfg: DictConfig) -> nn.Module:
+
+def apply(model: nn.Module, cfg: DictConfig | schema.FullMethod) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -143,15 +143,19 @@ def _overwrite_layer(block: nn.Module, args: tuple):
     return (block.prefix_tokens.overwrite(args[0], block.prefix_layer), *args[1:])
 
 
-def _lengths(cfg: DictConfig, kind: str) -> tuple[int, int]:
-    prefix_len, infix_len = cfg.prefix_len, cfg.infix_len
-    if prefix_len < 0 or infix_len < 0 or prefix_len + infix_len == 0:
-        raise ValueError(f"method.prefix_len={prefix_len}, method.infix_len={infix_len}: both must be >= 0 "
-                         f"and at least one > 0")
-    if infix_len and kind not in INFIX_OK:
-        raise ValueError(f"method.infix_len={infix_len} is supported only for {list(INFIX_OK)}, not {kind!r}; "
+def check_lengths(prefix_len: int, infix_len: int) -> None:
+    """At least one special token (the schema keeps each length >= 0): checked before a run (validate.py) and here."""
+    if prefix_len + infix_len < 1:
+        raise ValueError(f"method.prefix_len={prefix_len} with method.infix_len={infix_len} is invalid; valid choices: "
+                         f"l_p + l_i >= 1 (Sec. 5.1), e.g. method.prefix_len=10")
+
+
+def _lengths(cfg: schema.PrefixMethod, kind: str) -> tuple[int, int]:
+    check_lengths(cfg.prefix_len, cfg.infix_len)
+    if cfg.infix_len and kind not in INFIX_OK:
+        raise ValueError(f"method.infix_len={cfg.infix_len} is supported only for {list(INFIX_OK)}, not {kind!r}; "
                          f"set method.infix_len=0")
-    return prefix_len, infix_len
+    return cfg.prefix_len, cfg.infix_len
 
 
 def _apply(model: nn.Module, cfg: DictConfig | schema.PrefixMethod, mode: str) -> nn.Module:

@@ -6,6 +6,12 @@ from lora_repro import schema
 from lora_repro.targets import architecture, block_lists
 
 
+def check_k(k: int, n_blocks: int) -> None:
+    """k at most the model's depth: checked from its config before a run (validate.py) and on the model (apply)."""
+    if k > n_blocks:
+        raise ValueError(f"method.k={k} is invalid; valid choices: an integer in [1, {n_blocks}] (the model's blocks)")
+
+
 def apply(model: nn.Module, cfg: DictConfig | schema.TopKMethod) -> nn.Module:
     """Freeze everything, then unfreeze the last method.k blocks of each block list (the final LayerNorm stays frozen)."""
     cfg = schema.typed(schema.TopKMethod, cfg, "method")
@@ -18,8 +24,7 @@ def apply(model: nn.Module, cfg: DictConfig | schema.TopKMethod) -> nn.Module:
         p.requires_grad_(False)
     for path in lists:
         blocks = model.get_submodule(path)
-        if not 0 < k <= len(blocks):
-            raise ValueError(f"method.k={k} must be between 1 and the number of blocks ({len(blocks)})")
+        check_k(k, len(blocks))
         for block in list(blocks)[-k:]:
             for p in block.parameters():
                 p.requires_grad_(True)

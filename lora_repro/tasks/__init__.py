@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig
 
-TASKS = ("glue", "synthetic", "e2e")
+from lora_repro import schema
+
+TASKS = ("glue", "synthetic", "e2e")  # what load_task builds; schema.TASK_NAMES agrees (tests/test_schema.py)
 
 
 @dataclass
@@ -23,29 +24,32 @@ class TaskData:
     evaluate: Callable | None = None  # (model, device, batch_size, out_dir, tag) -> metrics, when not logits + score
 
 
-def check_name(cfg: DictConfig) -> str:
-    if cfg.get("name") not in TASKS:
-        raise ValueError(f"task.name={cfg.get('name')!r} is not a task; valid choices: {list(TASKS)}")
-    return cfg.name
-
-
-def head_kind(cfg: DictConfig) -> str:
+def head_kind(cfg) -> str:
     """The model head the task needs: a language-model head for generation tasks, else a classifier."""
-    return "causal_lm" if check_name(cfg) == "e2e" else "classification"
+    return "causal_lm" if schema.task_config(cfg).name == "e2e" else "classification"
 
 
-def num_labels(cfg: DictConfig) -> int:
-    """Output size of the task head (1 = regression), known before any data is read."""
-    if check_name(cfg) == "glue":
+def num_labels(cfg) -> int:
+    """Output size of the task head (1 = regression; 0 for E2E's language-model head), known before any data is read."""
+    task = schema.task_config(cfg)
+    if task.name == "glue":
         from lora_repro.tasks.glue import subset
-        return subset(cfg).num_labels
-    return int(cfg.get("num_labels", 0))
+        return subset(task).num_labels
+    return task.num_labels if task.name == "synthetic" else 0
 
 
-def load_task(cfg: DictConfig, model: torch.nn.Module, tokenizer) -> TaskData:
+def head(cfg) -> tuple[str, int, str | None]:
+    """load_model's (kind, num_labels, problem_type) for the task: the synthetic task's MSE head says its problem
+    type; GLUE's follows from num_labels (1 = STS-B's regression), as transformers infers it."""
+    task = schema.task_config(cfg)
+    return head_kind(task), num_labels(task), task.problem_type if task.name == "synthetic" else None
+
+
+def load_task(cfg, model: torch.nn.Module, tokenizer) -> TaskData:
     """Build the task's data; the synthetic task plants its teacher in a copy of `model` (call before the method)."""
-    if check_name(cfg) in ("glue", "e2e"):
+    task = schema.task_config(cfg)
+    if task.name in ("glue", "e2e"):
         from importlib import import_module
-        return import_module(f"lora_repro.tasks.{cfg.name}").load(cfg, tokenizer)
+        return import_module(f"lora_repro.tasks.{task.name}").load(task, tokenizer)
     from lora_repro.tasks.synthetic import load
-    return load(cfg, model)
+    return load(task, model)
