@@ -322,6 +322,9 @@ def amplification_curve(runs: pd.DataFrame, out: Path, targets: tuple[str, ...] 
     for (r, seed, target), group in table.groupby(["r", "seed", "target"]):
         for ax, column in zip(axes, ("delta_norm", "factor", "a_init_overlap")):
             ax.plot(group.step, group[column], marker="o", markersize=3, label=f"W{target}, r={r}, seed {seed}")
+    for r, chance in table.groupby("r").a_init_chance.first().items():
+        axes[2].axhline(chance, linestyle="--", color="grey", linewidth=0.8)
+        axes[2].annotate(f"chance, r={r}", (table.step.max(), chance), fontsize=7, ha="right", va="bottom")
     for ax, label in zip(axes, ("||ΔW||_F", "amplification factor ||ΔW||_F / ||U^T W V^T||_F",
                                 "φ(A_0, A, r, r): A's overlap with its init")):
         ax.set_xlabel("optimizer step")

@@ -135,14 +135,13 @@ def amplification() -> str:
 
 
 def curve() -> str:
-    """Table 7 against steps, Wq: ||ΔW||_F, the amplification factor and A's overlap with its init, per rank."""
+    """Table 7 against steps: ||ΔW||_F, the amplification factor and A's overlap with its init, per weight and rank."""
     frame = pd.read_csv(RESULTS / "figures" / "table7_curve.csv")
-    frame = frame[frame.target == "q"]
-    table = frame.pivot_table(index="step", columns="r", values=["delta_norm", "factor", "a_init_overlap"],
+    table = frame.pivot_table(index=["target", "step"], columns="r", values=["delta_norm", "factor", "a_init_overlap"],
                               aggfunc="first", sort=True)
     rows = []
-    for step, row in table.iterrows():
-        cells = {"step": int(step)}
+    for (target, step), row in table.iterrows():
+        cells = {"weight": f"W{target}", "step": int(step)}
         for r in sorted(frame.r.unique()):
             cells[f"‖ΔW‖_F, r={r}"] = f"{row['delta_norm', r]:.3f}"
             cells[f"factor, r={r}"] = "-" if pd.isna(row["factor", r]) else f"{row['factor', r]:.3f}"

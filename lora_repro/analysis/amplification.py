@@ -51,13 +51,13 @@ def amplification(delta, W, r: int, seed: int = 0) -> dict[str, float]:
 def init_drift(A0, A) -> dict[str, float]:
     """How far LoRA's A moved from its random init (Sec. 7.3 reads that A keeps much of it): ||A - A0||_F / ||A0||_F,
     and eq. 4's φ(A0, A, r, r), the overlap of their whole row spaces: 1 = A spans its init's directions still,
-    about r / d_in for unrelated ones."""
+    r / d_in (a_init_chance) expected for unrelated ones."""
     A0, A = torch.as_tensor(A0).double(), torch.as_tensor(A).double()  # (r, d_in)
     if A0.shape != A.shape:
         raise ValueError(f"A0 {tuple(A0.shape)} and A {tuple(A.shape)} must have one shape (r, d_in)")
     r = min(A.shape)
     return {"a_change": (torch.linalg.matrix_norm(A - A0) / torch.linalg.matrix_norm(A0)).item(),
-            "a_init_overlap": subspace_similarity(A0, A, r, r)}
+            "a_init_overlap": subspace_similarity(A0, A, r, r), "a_init_chance": r / A.shape[1]}
 
 
 def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
