@@ -184,9 +184,11 @@ def has_target(run: pd.Series, target: str) -> bool:
     return target in str(run.targets).split(",")
 
 
-def figure3(runs: pd.DataFrame, out: Path, low: int = 8, high: int = 64) -> list[Path]:
-    """Figure 3: A of r=8 vs A of r=64 (same seed) for q and v, full grid and zoomed first 8 x 8."""
-    lora = lora_runs(runs)
+def figure3(runs: pd.DataFrame, out: Path, low: int = 8, high: int = 64, name: str = "fig3_subspace_ranks",
+            lora: pd.DataFrame | None = None, steps: str = "") -> list[Path]:
+    """Figure 3: A of r=8 vs A of r=64 (same seed) for q and v, full grid and zoomed first 8 x 8 (of the subspace
+    runs, or of the `lora` runs given)."""
+    lora = lora_runs(runs) if lora is None else lora
     for seed in sorted(lora.seed.unique()) if not lora.empty else []:
         a, b = one_run(lora, r=low, seed=seed), one_run(lora, r=high, seed=seed)
         if a is None or b is None:
@@ -198,10 +200,22 @@ def figure3(runs: pd.DataFrame, out: Path, low: int = 8, high: int = 64) -> list
         for t in targets:
             grid = similarity_grid(adapter_matrices(adapter(a), LAYER, t)[0], adapter_matrices(adapter(b), LAYER, t)[0])
             panels += [(f"W{t}: A(r={low}) vs A(r={high})", grid), (f"W{t}: zoom i, j <= {ZOOM}", grid[:ZOOM, :ZOOM])]
-        table = read_off([p for p in panels if "zoom" not in p[0]], out, "fig3_subspace_ranks")
-        fig = heatmaps(panels, f"Subspace similarity across ranks, layer {LAYER}, seed {seed} (cf. paper Fig. 3)")
-        return [table] + save(fig, out, "fig3_subspace_ranks")
-    return skip("fig3_subspace_ranks", f"needs LoRA runs at r={low} and r={high} with the same seed")
+        table = read_off([p for p in panels if "zoom" not in p[0]], out, name)
+        title = f"Subspace similarity across ranks, layer {LAYER}, seed {seed}{steps} (cf. paper Fig. 3)"
+        fig = heatmaps(panels, title)
+        return [table] + save(fig, out, name)
+    return skip(name, f"needs LoRA runs at r={low} and r={high} with the same seed")
+
+
+def figure3_long(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Figure 3 again on the runs trained longer (the amplification experiment): does the shared top direction of A
+    at r=8 and r=64 grow with training?"""
+    long = runs[runs.experiment.astype(str).str.endswith("amplification") & (runs.method == "lora")] \
+        if not runs.empty else runs
+    if long.empty:
+        return skip("fig3_subspace_ranks_long", "no LoRA runs of an amplification experiment")
+    steps = f", {int(long.steps.max())} steps"
+    return figure3(runs, out, name="fig3_subspace_ranks_long", lora=long, steps=steps)
 
 
 def figure4(runs: pd.DataFrame, out: Path, rank: int = 64) -> list[Path]:
@@ -396,8 +410,8 @@ def main() -> None:
     if runs.empty:
         print(f"no metrics.json under {results}: every figure is skipped")
     written = []
-    for make in (methods, params_vs_score, rank_ablation, weight_type, figure3, figure4, amplification_table,
-                 amplification_curve, ours_vs_paper, e2e_table):
+    for make in (methods, params_vs_score, rank_ablation, weight_type, figure3, figure3_long, figure4,
+                 amplification_table, amplification_curve, ours_vs_paper, e2e_table):
         written += make(runs, out)
     print(f"{len(written)} files in {out}")
 

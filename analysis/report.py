@@ -116,7 +116,8 @@ def weight_type() -> str:
 def subspace() -> str:
     """Figures 3 and 4 read off: phi(1, 1) and the top-k block."""
     frames = [pd.read_csv(RESULTS / "figures" / f"{name}.csv").assign(figure=fig)
-              for name, fig in (("fig3_subspace_ranks", "Fig. 3"), ("fig4_subspace_seeds", "Fig. 4"))]
+              for name, fig in (("fig3_subspace_ranks", "Fig. 3"), ("fig3_subspace_ranks_long", "Fig. 3, long runs"),
+                                ("fig4_subspace_seeds", "Fig. 4"))]
     frame = pd.concat(frames)
     rows = [{"figure": r.figure, "panel": r.panel, "φ(1,1)": f"{r.phi_1_1:.3f}",
              "φ(k,k), k": f"{r.phi_k_k:.3f}, {r.k}", "mean φ over i,j ≤ k": f"{r.block_mean:.3f}"}
