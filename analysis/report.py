@@ -78,7 +78,7 @@ def paired() -> str:
     rows = [{"LoRA minus": r.method, "seeds": r.n,
              "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
              "median": f"{r.median_diff:+.4f}", "LoRA wins / ties / losses": f"{r.wins} / {r.ties} / {r.losses}",
-             "sign test p": f"{r.sign_p:.3f}"} for r in frame.itertuples()]
+             "sign test p": f"{r.sign_p:.4f}"} for r in frame.itertuples()]
     return markdown(pd.DataFrame(rows))
 
 
