@@ -306,7 +306,7 @@ def amplification_curve(runs: pd.DataFrame, out: Path, targets: tuple[str, ...] 
     """Table 7 against training steps: ||ΔW||_F, the amplification factor and how far A moved from its init, for
     every snapshot of the LoRA runs that saved them (train.snapshot_steps, step 0 included: A's init)."""
     lora = runs[runs.method == "lora"] if not runs.empty else runs
-    lora = lora[lora.run_dir.map(lambda d: bool(snapshots(d)) and snapshots(d)[0][0] == 0)] if not lora.empty else lora
+    lora = lora[lora.run_dir.map(lambda d: [s for s, _ in snapshots(d)][:1] == [0])] if not lora.empty else lora
     if lora.empty:
         return skip("table7_curve", "no LoRA runs with snapshots from step 0 (train.snapshot_steps=[0,...])")
     rows, cache = [], {}
