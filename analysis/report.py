@@ -41,14 +41,8 @@ def spread(scores: pd.Series) -> str:
     return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}] (n={len(scores)})"
 
 
-# experiments whose committed runs are still the first edition's (one seed; every seed of a method started from one
-# task head), kept apart in results/repro/first_edition/ until rerun; REPRODUCTION.md says which tables these are
-FIRST_EDITION = ("repro_rank_ablation", "repro_weight_type_ablation")
-
-
 def runs(experiment: str) -> pd.DataFrame:
-    folder = RESULTS / "first_edition" if experiment in FIRST_EDITION else RESULTS
-    frame = pd.read_csv(folder / "runs.csv")
+    frame = pd.read_csv(RESULTS / "runs.csv")
     return frame[frame.experiment == experiment]
 
 
@@ -72,14 +66,18 @@ def methods() -> str:
     return markdown(pd.DataFrame(rows))
 
 
+def paired_rows(frame: pd.DataFrame, reference: str, label: str) -> list[dict]:
+    """`reference` minus each other setting on the same seeds (columns method, seed, score): t interval, sign test."""
+    return [{label: r.method, "seeds": r.n,
+             "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+             "median": f"{r.median_diff:+.4f}", "wins / ties / losses": f"{r.wins} / {r.ties} / {r.losses}",
+             "sign test p": f"{r.sign_p:.4f}"} for r in paired_differences(frame, reference).itertuples()]
+
+
 def paired() -> str:
     """Table 2's comparisons seed by seed: LoRA minus each method on the same seeds, t interval and sign test."""
-    frame = paired_differences(runs("repro_methods")[["method", "seed", "score"]])
-    rows = [{"LoRA minus": r.method, "seeds": r.n,
-             "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
-             "median": f"{r.median_diff:+.4f}", "LoRA wins / ties / losses": f"{r.wins} / {r.ties} / {r.losses}",
-             "sign test p": f"{r.sign_p:.4f}"} for r in frame.itertuples()]
-    return markdown(pd.DataFrame(rows))
+    return markdown(pd.DataFrame(paired_rows(runs("repro_methods")[["method", "seed", "score"]], "lora",
+                                             "LoRA minus")))
 
 
 def params() -> str:
@@ -91,26 +89,51 @@ def params() -> str:
     return markdown(pd.DataFrame(rows))
 
 
-def grid(experiment: str, index: str, columns: str) -> str:
-    """A (index x columns) table of median scores, one cell per setting."""
-    frame = runs(experiment).copy()
-    table = frame.pivot_table(index=index, columns=columns, values="score", aggfunc="median", sort=False).sort_index()
-    table = table.map(lambda v: "-" if pd.isna(v) else f"{v:.4f}")
-    table.insert(0, index, [f"{v:g}" for v in table.index])  # r = 1, 2, 4, 8, 64 (not 1.0)
-    return markdown(table.reset_index(drop=True))
+def cell(scores: pd.Series) -> str:
+    """One table cell: the median over seeds with its min-max."""
+    if len(scores) == 1:
+        return f"{scores.iloc[0]:.4f}"
+    return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}]"
 
 
 def rank() -> str:
-    """Table 6 analogue: rows r, columns the adapted weights."""
-    return grid("repro_rank_ablation", "r", "targets")
+    """Table 6 analogue: rows r, columns the adapted weights, each cell the median [min, max] over seeds."""
+    frame = runs("repro_rank_ablation")
+    table = frame.pivot_table(index="r", columns="targets", values="score", aggfunc=cell, sort=False).sort_index()
+    table = table[sorted(table.columns, key=len)].fillna("-")  # q, then q,v, then q,k,v,o
+    table.insert(0, "r", [f"{v:g}" for v in table.index])  # r = 1, 2, 4, 8, 64 (not 1.0)
+    return markdown(table.reset_index(drop=True))
+
+
+def rank_paired() -> str:
+    """Table 6 seed by seed: within each set of adapted weights, r=1 minus each higher r on the same seeds."""
+    frame = runs("repro_rank_ablation")
+    rows = []
+    for targets, group in sorted(frame.groupby("targets"), key=lambda kv: len(kv[0])):
+        settings = group.assign(method=group.r.map(lambda r: f"r={r:g}"))[["method", "seed", "score"]]
+        ranked = sorted(paired_rows(settings, "r=1", "r=1 minus"), key=lambda row: int(row["r=1 minus"][2:]))
+        rows += [{"adapted weights": targets, **row} for row in ranked]
+    return markdown(pd.DataFrame(rows))
+
+
+WEIGHT_ORDER = ("q", "k", "v", "o", "q,k", "q,v", "q,k,v,o")  # the paper's Table 5 rows
 
 
 def weight_type() -> str:
-    """Table 5 analogue: one row per adapted-weight set at the fixed budget."""
+    """Table 5 analogue: one row per adapted-weight set at the fixed budget, median [min, max] over seeds."""
     frame = runs("repro_weight_type_ablation")
-    rows = [{"adapted weights": t, "r": int(r.r), "trainable params": f"{int(r.trainable_params):,}",
-             "SST-2 dev accuracy": f"{r.score:.4f}"} for t, r in ((r.targets, r) for r in frame.itertuples())]
+    groups = sorted(frame.groupby("targets"), key=lambda kv: WEIGHT_ORDER.index(kv[0]))
+    rows = [{"adapted weights": t, "r": int(g.r.iloc[0]), "trainable params": f"{int(g.trainable_params.iloc[0]):,}",
+             "SST-2 dev accuracy": spread(g.score)} for t, g in groups]
     return markdown(pd.DataFrame(rows))
+
+
+def weight_type_paired() -> str:
+    """Table 5 seed by seed: all four matrices at r=2 minus each other set at the same budget."""
+    frame = runs("repro_weight_type_ablation")
+    settings = frame.assign(method=frame.targets)[["method", "seed", "score"]]
+    rows = paired_rows(settings, "q,k,v,o", "q,k,v,o minus")
+    return markdown(pd.DataFrame(sorted(rows, key=lambda row: WEIGHT_ORDER.index(row["q,k,v,o minus"]))))
 
 
 def subspace() -> str:
@@ -164,8 +187,9 @@ def e2e() -> str:
     return markdown(pd.DataFrame(rows))
 
 
-TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "weight_type": weight_type,
-          "subspace": subspace, "amplification": amplification, "curve": curve, "e2e": e2e}
+TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "rank_paired": rank_paired,
+          "weight_type": weight_type, "weight_type_paired": weight_type_paired, "subspace": subspace,
+          "amplification": amplification, "curve": curve, "e2e": e2e}
 
 
 def render(text: str) -> str:

@@ -47,26 +47,25 @@ def test_glue_run_from_local_tsv_logs_to_wandb_offline(tmp_path):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
-def test_weight_type_ablation_composes_the_papers_fixed_budget_grid(tmp_path):
-    stdout = cli("lora_repro.run", "+experiment=weight_type_ablation", "--cfg", "hydra", "-p", "hydra.sweeper.params")
-    assert "q,k,v,o,qk,qv,qkvo" in stdout
-    for choice, targets, r in [("qk", "[q, k]", 4), ("qkvo", "[q, k, v, o]", 2), ("v", "[v]", 8)]:
-        job = cli("lora_repro.run", f"+weight_type={choice}", "--cfg", "job", "-p", "method")
-        assert f"targets:\n- " in job and f"r: {r}" in job
-        assert all(f"- {t}" in job for t in targets.strip("[]").split(", "))
+def test_weight_type_ablation_composes_the_papers_fixed_budget_grid():
+    sweep = compose_run("+experiment=weight_type_ablation", hydra=True).hydra.sweeper.params
+    assert sweep["+weight_type"] == "q,k,v,o,qk,qv,qkvo"
+    for choice, targets, r in [("qk", ["q", "k"], 4), ("qkvo", ["q", "k", "v", "o"], 2), ("v", ["v"], 8)]:
+        method = compose_run(f"+weight_type={choice}").method
+        assert list(method.targets) == targets and method.r == r
 
 
 def test_the_papers_table9_hyperparameters_apply_to_their_model_and_task():
-    job = cli("lora_repro.run", "model=roberta-large", "task=glue/cola", "--cfg", "job")
-    assert "lr: 0.0002" in job and "epochs: 20" in job and "alpha: 16" in job and "max_seq_len: 128" in job
-    default = cli("lora_repro.run", "model=minilm", "task=glue/cola", "--cfg", "job")
-    assert "epochs: 3" in default  # no paper file for MiniLM: the plain defaults, nothing silent
+    job = compose_run("model=roberta-large", "task=glue/cola")
+    assert (job.train.lr, job.train.epochs, job.method.alpha, job.task.max_seq_len) == (2e-4, 20, 16, 128)
+    default = compose_run("model=minilm", "task=glue/cola")
+    assert default.train.epochs == 3  # no paper file for MiniLM: the plain defaults, nothing silent
 
 
-def compose_run(*overrides):
+def compose_run(*overrides, hydra=False):
     from hydra import compose, initialize_config_dir
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def test_the_run_seed_draws_the_head_and_lora_and_repeats_a_run_bit_for_bit(tmp_path):
