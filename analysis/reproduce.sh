@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 stage=${1:?usage: bash analysis/reproduce.sh glue|e2e|report|all}
 
 glue() {
-  for experiment in repro_methods repro_sizes repro_subspace repro_amplification repro_rank_ablation \
-      repro_weight_type_ablation; do
+  for experiment in repro_methods repro_sizes repro_prefix_sizes repro_subspace repro_amplification \
+      repro_rank_ablation repro_weight_type_ablation; do
     python -m lora_repro.run +experiment=$experiment hydra.sweep.dir=outputs/repro/$experiment
   done
 }

@@ -26,15 +26,21 @@ def test_the_report_has_a_table_for_each_claim(report):
     assert sorted(set(names)) == sorted(report.TABLES)
 
 
-def test_a_changed_score_in_the_csv_changes_the_report(report, tmp_path, monkeypatch):
-    """The check above can fail: one run's score moved in runs.csv is seen in the rendered report."""
+@pytest.mark.parametrize("experiment, tables", [("repro_methods", ["methods", "paired"]),
+                                               ("repro_rank_ablation", ["rank", "rank_paired"]),
+                                               ("repro_weight_type_ablation", ["weight_type", "weight_type_paired"])])
+def test_a_changed_score_in_the_csv_changes_the_report(report, tmp_path, monkeypatch, experiment, tables):
+    """The check above can fail: one run's score moved in runs.csv is seen in each table made from its experiment."""
     copy = tmp_path / "repro"
     shutil.copytree(report.RESULTS, copy, ignore=shutil.ignore_patterns("runs"))
     runs = pd.read_csv(copy / "runs.csv")
-    lora = runs.index[runs.experiment == "repro_methods"][0]
-    runs.loc[lora, "score"] = 0.123456
+    run = runs.index[runs.experiment == experiment][0]
+    before = {name: report.TABLES[name]() for name in tables}
+    runs.loc[run, "score"] = 0.123456
     runs.to_csv(copy / "runs.csv", index=False)
     monkeypatch.setattr(report, "RESULTS", copy)
+    for name in tables:
+        assert report.TABLES[name]() != before[name], name
     text = report.REPORT.read_text()
     assert report.render(text) != text
 
