@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 from lora_repro.analysis.amplification import amplification, frozen_weight, init_drift  # noqa: E402
 from lora_repro.analysis.subspace import module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
-from lora_repro.analysis.tables import side_by_side  # noqa: E402
+from lora_repro.analysis.tables import side_by_side, table5_order  # noqa: E402
 from lora_repro.lora import read_adapter  # noqa: E402
 from lora_repro.results import collect  # noqa: E402
 
@@ -73,12 +73,6 @@ def rank_ablation(runs: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_title("Effect of the rank r (cf. paper Table 6)")
     ax.legend(title="adapted weights")
     return save(fig, out, "rank_ablation")
-
-
-def table5_order(targets: str) -> tuple[int, int]:
-    """The paper's Table 5 order: single matrices q, k, v, o, then pairs qk, qv, then all four (others last)."""
-    last = targets.split(",")[-1]
-    return targets.count(","), "qkvo".index(last) if last in ("q", "k", "v", "o") else 4
 
 
 def weight_type(runs: pd.DataFrame, out: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lora_repro.analysis.paired import paired_differences
-from lora_repro.analysis.tables import paper_numbers
+from lora_repro.analysis.tables import paper_numbers, table5_order
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "REPRODUCTION.md"
@@ -34,11 +34,16 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def spread(scores: pd.Series) -> str:
-    """The paper's GLUE statistic: median over seeds, with min-max and the seed count."""
+def cell(scores: pd.Series) -> str:
+    """The paper's GLUE statistic: median over seeds, with its min-max when there are several."""
     if len(scores) == 1:
-        return f"{scores.iloc[0]:.4f} (1 seed)"
-    return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}] (n={len(scores)})"
+        return f"{scores.iloc[0]:.4f}"
+    return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}]"
+
+
+def spread(scores: pd.Series) -> str:
+    """A cell with its seed count."""
+    return f"{cell(scores)} " + ("(1 seed)" if len(scores) == 1 else f"(n={len(scores)})")
 
 
 def runs(experiment: str) -> pd.DataFrame:
@@ -89,13 +94,6 @@ def params() -> str:
     return markdown(pd.DataFrame(rows))
 
 
-def cell(scores: pd.Series) -> str:
-    """One table cell: the median over seeds with its min-max."""
-    if len(scores) == 1:
-        return f"{scores.iloc[0]:.4f}"
-    return f"{scores.median():.4f} [{scores.min():.4f}, {scores.max():.4f}]"
-
-
 def rank() -> str:
     """Table 6 analogue: rows r, columns the adapted weights, each cell the median [min, max] over seeds."""
     frame = runs("repro_rank_ablation")
@@ -116,13 +114,10 @@ def rank_paired() -> str:
     return markdown(pd.DataFrame(rows))
 
 
-WEIGHT_ORDER = ("q", "k", "v", "o", "q,k", "q,v", "q,k,v,o")  # the paper's Table 5 rows
-
-
 def weight_type() -> str:
     """Table 5 analogue: one row per adapted-weight set at the fixed budget, median [min, max] over seeds."""
     frame = runs("repro_weight_type_ablation")
-    groups = sorted(frame.groupby("targets"), key=lambda kv: WEIGHT_ORDER.index(kv[0]))
+    groups = sorted(frame.groupby("targets"), key=lambda kv: table5_order(kv[0]))
     rows = [{"adapted weights": t, "r": int(g.r.iloc[0]), "trainable params": f"{int(g.trainable_params.iloc[0]):,}",
              "SST-2 dev accuracy": spread(g.score)} for t, g in groups]
     return markdown(pd.DataFrame(rows))
@@ -133,7 +128,7 @@ def weight_type_paired() -> str:
     frame = runs("repro_weight_type_ablation")
     settings = frame.assign(method=frame.targets)[["method", "seed", "score"]]
     rows = paired_rows(settings, "q,k,v,o", "q,k,v,o minus")
-    return markdown(pd.DataFrame(sorted(rows, key=lambda row: WEIGHT_ORDER.index(row["q,k,v,o minus"]))))
+    return markdown(pd.DataFrame(sorted(rows, key=lambda row: table5_order(row["q,k,v,o minus"]))))
 
 
 def subspace() -> str:

@@ -46,7 +46,12 @@ for path in [*runs.glob("repro_subspace/**/*.safetensors"), *runs.glob("repro_am
         metadata = f.metadata()
     save_file(kept, str(path), metadata=metadata)
 PY
-  cp outputs/pretrained/gpt2-mini-cpu/pretrain.json results/repro/pretrain.json
+  if [[ -f outputs/pretrained/gpt2-mini-cpu/pretrain.json ]]; then
+    cp outputs/pretrained/gpt2-mini-cpu/pretrain.json results/repro/pretrain.json
+  else  # the e2e stage ran elsewhere: its runs were copied into outputs/repro, its LM's record is the committed one
+    echo "report: no outputs/pretrained/gpt2-mini-cpu/pretrain.json here; keeping results/repro/pretrain.json" >&2
+    test -f results/repro/pretrain.json
+  fi
   python -m lora_repro.results results/repro/runs --out results/repro/runs.csv --summary-out results/repro/summary.csv
   python analysis/make_figures.py results/repro/runs --out results/repro/figures
   python analysis/report.py --write

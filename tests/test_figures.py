@@ -105,5 +105,6 @@ def test_weight_type_bar_chart_has_a_row_per_weight_type(sweep, tmp_path):
         assert (tmp_path / "out" / f"weight_type.{ext}").stat().st_size > 1000
     table = pd.read_csv(tmp_path / "out" / "weight_type.csv")
     assert list(table.columns) == ["targets", "r", "median", "min", "max", "seeds"]
+    assert list(table.targets) == ["q", "k", "v", "o", "q,k", "q,v", "q,k,v,o"]  # the paper's Table 5 rows
     assert {(t, int(r)): m for t, r, m in zip(table.targets, table.r, table["median"])} == pytest.approx(expected)
     assert (table.seeds == 2).all() and np.allclose(table["max"] - table["min"], 0.04)

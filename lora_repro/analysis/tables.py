@@ -15,6 +15,13 @@ KEYS = ["method", "task", "targets", "r", "metric"]
 CELL_KEYS = ["model", *KEYS, "size", "dagger"]  # one cell of ours: its runs differ by seed only
 
 
+def table5_order(targets: str) -> tuple[int, int]:
+    """Sort key of the paper's Table 5 rows for a comma-joined target set: single matrices q, k, v, o, then the pairs
+    qk, qv, then all four (any other set after its size's rows)."""
+    last = targets.split(",")[-1]
+    return targets.count(","), "qkvo".index(last) if last in ("q", "k", "v", "o") else 4
+
+
 def paper_numbers(path: str | Path = PAPER_CSV) -> pd.DataFrame:
     """The paper's numbers, one row per (table, model, method, params, task, targets, r, metric); `size` is the
     method's size knob where the paper's count pins it (adapter bottlenecks), `dagger` marks Table 2's † rows."""
