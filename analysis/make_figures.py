@@ -244,15 +244,13 @@ def figure4(runs: pd.DataFrame, out: Path, rank: int = 64) -> list[Path]:
     return [table] + save(fig, out, "fig4_subspace_seeds")
 
 
-def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, str]:
-    """ΔW = (alpha / r) B A (d_out, d_in) of one target of layer LAYER, and its module path."""
+def lora_delta(path: Path, target: str) -> tuple[torch.Tensor, tuple[str, int | None]]:
+    """B A (d_out, d_in) of one target of layer LAYER, and where it sits: (module path, fused slice index or None)."""
     tensors = read_adapter(path)
     names = [n for n in tensors if n.endswith((".lora_A", ".lora_B"))]
-    module, index, _ = module_for(names, LAYER, target)
-    if index is not None:
-        raise ValueError(f"{module} is fused (GPT-2 c_attn); Table 7 is computed for unfused q only")
+    module, index, _ = module_for(names, LAYER, target)  # GPT-2's c_attn: the slice of q, k or v
     A, B = adapter_matrices(path, LAYER, target)  # (r, d_in), (d_out, r)
-    return B @ A, module
+    return B @ A, (module, index)
 
 
 def scaling(run) -> float:
@@ -260,11 +258,11 @@ def scaling(run) -> float:
     return float(run.alpha) / float(run.r) if pd.notna(run.alpha) else 1.0
 
 
-def w0(run, module: str, cache: dict) -> torch.Tensor:
-    """The run's frozen W0 of one module, rebuilt once per (model config, module)."""
-    key = (json.dumps(json.loads((Path(run.run_dir) / "metrics.json").read_text())["config"]["model"]), module)
+def w0(run, site: tuple[str, int | None], cache: dict) -> torch.Tensor:
+    """The run's frozen W0 of one (module, fused slice), rebuilt once per (model config, site)."""
+    key = (json.dumps(json.loads((Path(run.run_dir) / "metrics.json").read_text())["config"]["model"]), site)
     if key not in cache:
-        cache[key] = frozen_weight(run.run_dir, module)
+        cache[key] = frozen_weight(run.run_dir, *site)
     return cache[key]
 
 
@@ -277,8 +275,8 @@ def amplification_table(runs: pd.DataFrame, out: Path, target: str = "q") -> lis
     rows, cache = [], {}
     for run in lora.sort_values(["r", "seed"]).itertuples():
         try:
-            delta, module = lora_delta(adapter(run), target)
-            stats = amplification(scaling(run) * delta, w0(run, module, cache), int(run.r))
+            delta, site = lora_delta(adapter(run), target)
+            stats = amplification(scaling(run) * delta, w0(run, site, cache), int(run.r))
         except (ValueError, KeyError, FileNotFoundError) as err:
             print(f"skip {run.run_dir} in table7_amplification: {err}")
             continue
@@ -319,12 +317,12 @@ def amplification_curve(runs: pd.DataFrame, out: Path, targets: tuple[str, ...] 
             try:
                 A0 = adapter_matrices(steps[0][1], LAYER, target)[0]
                 for step, path in steps:
-                    delta, module = lora_delta(path, target)
+                    delta, site = lora_delta(path, target)
                     row = {"r": int(run.r), "seed": int(run.seed), "target": target, "layer": LAYER, "step": step,
                            **init_drift(A0, adapter_matrices(path, LAYER, target)[0])}
                     delta = scaling(run) * delta  # (d_out, d_in); exactly 0 at step 0 (B = 0): no directions yet
                     if delta.abs().max() > 0:
-                        row.update(amplification(delta, w0(run, module, cache), int(run.r)))
+                        row.update(amplification(delta, w0(run, site, cache), int(run.r)))
                     else:
                         row["delta_norm"] = 0.0
                     rows.append({**row, "run_dir": run.run_dir})

@@ -13,7 +13,6 @@ import os
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 
 
 def world_size() -> int:
@@ -73,14 +72,14 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def grad_accum(cfg: DictConfig, world: int) -> int:
+def grad_accum(cfg, world: int) -> int:
     """Micro-batches per optimizer step on each device: global_batch_size / (batch_size x world) when the global
     batch is set, else train.grad_accum (so the global batch is batch_size x grad_accum x world)."""
-    per_device = cfg.batch_size  # a typed train config (schema.TrainConfig) or its DictConfig: both read the same
+    per_device = cfg.batch_size  # cfg: the train config (lora_repro.config.TrainConfig)
     if cfg.global_batch_size is None:
         return cfg.grad_accum
     total = cfg.global_batch_size
-    if total % (per_device * world):  # the schema keeps it >= 1
+    if total % (per_device * world):  # the config keeps it >= 1
         raise ValueError(f"train.global_batch_size={total} is not a positive multiple of train.batch_size "
                          f"({per_device}, per device) x {world} processes; valid choices: multiples of "
                          f"{per_device * world}, or change train.batch_size")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lora_repro.errors import cli
 from lora_repro.formats import FORMATS, read, write
 
 
@@ -18,12 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="paper names, e.g. q,v; needed for a loralib GPT-2 c_attn with 2 slices")
     parser.add_argument("--base", help="the base model (hub id or folder) recorded in the output")
     args = parser.parse_args(argv)
-    try:
-        adapter = read(args.src, args.r, args.alpha, args.targets)
-        path = write(adapter, args.to, args.out, args.base)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    adapter = read(args.src, args.r, args.alpha, args.targets)
+    path = write(adapter, args.to, args.out, args.base)
     head = ", head " + ",".join(sorted({n.split(".", 1)[0] for n in adapter.head})) if adapter.head else ""
     print(f"{adapter.meta['format']} -> {args.to}: {len(adapter.modules)} {adapter.arch} modules, r={adapter.r}, "
           f"alpha={adapter.alpha:g}, targets {','.join(adapter.targets)}{head} -> {path}")
@@ -31,4 +28,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main)())

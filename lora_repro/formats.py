@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from lora_repro.errors import ConfigError
 from lora_repro.lora import apply_lora, check_hparams, read_adapter
 from lora_repro.models import CAUSAL_TYPES
 from lora_repro.targets import ARCHITECTURES, check_targets
@@ -70,13 +72,6 @@ class Adapter:
         d = B.shape[0] // len(slices)
         return [(s, A[i * self.r:(i + 1) * self.r], B[i * d:(i + 1) * d]) for i, s in enumerate(slices)]
 
-    def delta(self, module: str, slice_index: int | None = None) -> torch.Tensor:
-        """ΔW = (alpha / r) B A (d_out, d_in) of one module, or of one slice of a fused module."""
-        for s, A, B in self.factors(module):
-            if s == slice_index:
-                return (self.alpha / self.r) * (B.double() @ A.double())
-        raise KeyError(f"{module} has no adapted slice {slice_index}; it has {[s for s, _, _ in self.factors(module)]}")
-
 
 # ---------------------------------------------------------------------------------------------------- names
 def block_site(module: str) -> tuple[str, int, str] | None:
@@ -97,10 +92,10 @@ def architecture_of(modules: list[str]) -> str:
     for m in modules:
         site = block_site(m)
         if site is None:
-            raise ValueError(f"module {m} is not a LoRA target of a supported architecture ({sorted(ARCHITECTURES)})")
+            raise ConfigError(f"module {m} is not a LoRA target of a supported architecture ({sorted(ARCHITECTURES)})")
         kinds.add(PREFIXES.get(m.split(".", 1)[0], site[0]) if site[0] in ("bert", "roberta") else site[0])
     if len(kinds) != 1:
-        raise ValueError(f"the adapter's modules belong to {sorted(kinds) or 'no'} architecture(s); expected one")
+        raise ConfigError(f"the adapter's modules belong to {sorted(kinds) or 'no'} architecture(s); expected one")
     kind = kinds.pop()
     return "llama" if kind in ("mistral", "qwen2") else kind  # the same module names
 
@@ -136,16 +131,16 @@ def detect(src: str | Path) -> str:
             return "peft"
         if (src / "adapter.safetensors").is_file():
             return "lora_repro"
-        raise ValueError(f"{src} is neither a PEFT folder (adapter_config.json) nor a run directory "
-                         "(adapter.safetensors)")
+        raise ConfigError(f"{src} is neither a PEFT folder (adapter_config.json) nor a run directory "
+                          "(adapter.safetensors)")
     if not src.is_file():
-        raise FileNotFoundError(f"adapter {src} does not exist")
+        raise ConfigError(f"adapter {src} does not exist")
     if src.suffix == ".safetensors":
         return "peft" if (src.parent / "adapter_config.json").is_file() else "lora_repro"
     if src.suffix in (".bin", ".pt", ".pth"):
         return "loralib"
-    raise ValueError(f"{src}: unknown adapter format; valid choices: a run directory, a .safetensors file of ours, "
-                     "a PEFT folder, a loralib .bin/.pt")
+    raise ConfigError(f"{src}: unknown adapter format; valid choices: a run directory, a .safetensors file of ours, "
+                      "a PEFT folder, a loralib .bin/.pt")
 
 
 def read(src: str | Path, r: int | None = None, alpha: float | None = None, targets=None) -> Adapter:
@@ -160,9 +155,9 @@ def read(src: str | Path, r: int | None = None, alpha: float | None = None, targ
         adapter = read_loralib(src, r, alpha, targets)
     for name, given in (("r", r), ("alpha", alpha)):
         if given is not None and float(given) != float(getattr(adapter, name)):
-            raise ValueError(f"--{name} {given} contradicts the adapter's own {name}={getattr(adapter, name)} ({src})")
+            raise ConfigError(f"--{name} {given} contradicts the adapter's own {name}={getattr(adapter, name)} ({src})")
     if targets is not None and set(check_targets(_as_list(targets))) != set(adapter.targets):
-        raise ValueError(f"--targets {_as_list(targets)} contradicts the adapter's own targets {adapter.targets} ({src})")
+        raise ConfigError(f"--targets {_as_list(targets)} contradicts the adapter's own targets {adapter.targets} ({src})")
     adapter.meta["format"] = kind
     return adapter
 
@@ -177,10 +172,10 @@ def read_ours(path: Path) -> Adapter:
     with safe_open(str(path), framework="pt") as f:
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     if not any(n.endswith(".lora_A") for n in tensors):
-        raise ValueError(f"{path} holds no LoRA tensors (method {meta.get('method')!r}): nothing to convert")
+        raise ConfigError(f"{path} holds no LoRA tensors (method {meta.get('method')!r}): nothing to convert")
     missing = [k for k in ("r", "alpha", "targets") if meta.get(k) is None]
     if missing:
-        raise ValueError(f"{path} has no {missing} metadata; it was not written by lora_repro.run / export")
+        raise ConfigError(f"{path} has no {missing} metadata; it was not written by lora_repro.run / export")
     kept = {n: t for n, t in tensors.items() if not n.startswith("planted.")}  # the synthetic task's ground truth
     return _checked(Adapter(kept, int(meta["r"]), float(meta["alpha"]), list(meta["targets"]),
                             {k: meta[k] for k in ("model", "task", "method", "base") if k in meta}), path)
@@ -189,32 +184,62 @@ def read_ours(path: Path) -> Adapter:
 def read_loralib(path: Path, r: int | None, alpha: float | None, targets=None) -> Adapter:
     """A loralib checkpoint (torch.save of lora_state_dict; maybe {'model_state_dict': ...}, DDP's `module.`)."""
     if r is None or alpha is None:
-        raise ValueError(f"{path} is a loralib checkpoint, which stores no r or alpha: give them (--r R --alpha A; "
-                         "the paper's: RoBERTa/DeBERTa r=8 alpha=16, GPT-2 r=4 alpha=32)")
+        raise ConfigError(f"{path} is a loralib checkpoint, which stores no r or alpha: give them (--r R --alpha A; "
+                          "the paper's: RoBERTa/DeBERTa r=8 alpha=16, GPT-2 r=4 alpha=32)")
     check_hparams(int(r), float(alpha), 0.0)
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    kept = loralib_tensors(path)
+    modules = sorted(n.removesuffix(".lora_A") for n in kept if n.endswith(".lora_A"))
+    if not modules:
+        raise ConfigError(f"{path} holds no lora_A tensors: not a LoRA checkpoint")
+    fused = FUSED.get(architecture_of(modules))
+    fused_rows = {kept[f"{m}.lora_A"].shape[0] for m in modules if fused and m.endswith("." + fused[0])}
+    if targets is None:
+        if fused_rows and fused_rows != {3 * int(r)}:
+            raise ConfigError(f"{path}: the fused {fused[0]} adapts {sorted(fused_rows)[0] // int(r)} of q, k, v, and a "
+                              "loralib file does not say which: give --targets (the paper's GPT-2 adapters: q,v)")
+        targets = paper_names(modules, {0, 1, 2})
+    return _checked(Adapter(kept, int(r), float(alpha), check_targets(_as_list(targets))), path)
+
+
+def torch_file(path: Path) -> dict[str, torch.Tensor]:
+    """A torch.save'd state dict (loralib's, PEFT's .bin), read with weights_only=True: tensors, never pickled code.
+    The reference code's GPT-2 checkpoints wrap it as {'model_state_dict': ...} (examples/NLG/src/gpt2_ft.py)."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:  # torch refuses what a state dict never holds: classes, functions, code
+        raise ConfigError(f"{path} holds pickled objects besides tensors, which are never loaded (torch.load "
+                          f"weights_only=True); save a state dict of tensors") from None
+    except (RuntimeError, OSError, EOFError) as err:  # truncated zip, not a torch file at all
+        raise ConfigError(f"{path} is not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors (a loralib checkpoint is one)")
-    tensors = {canonical(n): t.float().contiguous() for n, t in state.items()}
+        raise ConfigError(f"{path} is not a state dict of tensors (a loralib checkpoint is one)")
+    return state
+
+
+def loralib_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A loralib checkpoint's LoRA and head tensors under our names: its RoBERTa / DeBERTa names are Hugging Face's
+    module paths plus .lora_A (r, d_in) / .lora_B (d_out, r), which are ours; GPT-2's gain `transformer.`."""
+    tensors = {canonical(n): t.float().contiguous() for n, t in torch_file(path).items()}
     # the LoRA tensors and every tensor outside the backbone (the head; DeBERTa's pooler), as the reference code's
     # examples/NLU/utils/split_lora.py keeps them; lm_head is GPT-2's tied embedding, not trained
     kept = {n: t for n, t in tensors.items()
             if ".lora_" in n or n.split(".", 1)[0] not in (*PREFIXES, "lm_head")}
     if len(kept) < len(tensors):  # a full state dict (the reference code's last checkpoint): W0 is not the adapter
         log.info("%s: kept %d LoRA and head tensors of %d", path, len(kept), len(tensors))
-    modules = sorted(n.removesuffix(".lora_A") for n in kept if n.endswith(".lora_A"))
-    if not modules:
-        raise ValueError(f"{path} holds no lora_A tensors: not a LoRA checkpoint")
-    fused = FUSED.get(architecture_of(modules))
-    fused_rows = {kept[f"{m}.lora_A"].shape[0] for m in modules if fused and m.endswith("." + fused[0])}
-    if targets is None:
-        if fused_rows and fused_rows != {3 * int(r)}:
-            raise ValueError(f"{path}: the fused {fused[0]} adapts {sorted(fused_rows)[0] // int(r)} of q, k, v, and a "
-                             "loralib file does not say which: give --targets (the paper's GPT-2 adapters: q,v)")
-        targets = paper_names(modules, {0, 1, 2})
-    return _checked(Adapter(kept, int(r), float(alpha), check_targets(_as_list(targets))), path)
+    return kept
+
+
+def read_tensors(src: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an adapter in any format, under the model's own parameter names (head included): what
+    method.init_adapter loads. Needs no r or alpha, so a loralib file is read as it is."""
+    kind, src = detect(src), Path(src)
+    if kind == "peft":
+        return read_peft(src if src.is_dir() else src.parent).tensors
+    if kind == "lora_repro":
+        return read_adapter(src / "adapter.safetensors" if src.is_dir() else src)
+    return loralib_tensors(src)
 
 
 def _peft_pattern(pattern: dict, module: str, default):
@@ -229,20 +254,20 @@ def read_peft(folder: Path) -> Adapter:
     """A PEFT LoRA folder (adapter_config.json + adapter_model.safetensors or .bin), on a supported architecture."""
     config = json.loads((folder / "adapter_config.json").read_text())
     if config.get("peft_type") != "LORA":
-        raise ValueError(f"{folder}: peft_type={config.get('peft_type')!r}; only LORA adapters convert")
+        raise ConfigError(f"{folder}: peft_type={config.get('peft_type')!r}; only LORA adapters convert")
     for key, plain in (("use_dora", False), ("bias", "none"), ("lora_bias", False)):
         if config.get(key, plain) != plain:
-            raise ValueError(f"{folder}: {key}={config[key]!r} is not plain LoRA (h = W0 x + s B A x); not convertible")
+            raise ConfigError(f"{folder}: {key}={config[key]!r} is not plain LoRA (h = W0 x + s B A x); not convertible")
     if (folder / "adapter_model.safetensors").is_file():
         raw = load_file(str(folder / "adapter_model.safetensors"))
     elif (folder / "adapter_model.bin").is_file():
-        raw = torch.load(folder / "adapter_model.bin", weights_only=True, map_location="cpu")
+        raw = torch_file(folder / "adapter_model.bin")
     else:
-        raise FileNotFoundError(f"{folder} has no adapter_model.safetensors (or .bin)")
+        raise ConfigError(f"{folder} has no adapter_model.safetensors (or .bin)")
     raw = {n.removeprefix(PEFT_PREFIX): t for n, t in raw.items()}
     modules = sorted(n.removesuffix(".lora_A.weight") for n in raw if n.endswith(".lora_A.weight"))
     if not modules:
-        raise ValueError(f"{folder} holds no lora_A weights")
+        raise ConfigError(f"{folder} holds no lora_A weights")
     arch = architecture_of(modules)
     tensors = {n: t for n, t in raw.items() if ".lora_" not in n}  # the head (modules_to_save)
     ranks, scalings, fused_slices = set(), set(), set()
@@ -260,8 +285,8 @@ def read_peft(folder: Path) -> Adapter:
         ranks.add(r)
         scalings.add(round(scaling, 12))
     if len(ranks) > 1 or len(scalings) > 1 or len(fused_slices) > 1:
-        raise ValueError(f"{folder}: modules differ in rank {sorted(ranks)}, scale {sorted(scalings)} or adapted "
-                         f"slices {sorted(fused_slices)}; our format holds one r, alpha and target set")
+        raise ConfigError(f"{folder}: modules differ in rank {sorted(ranks)}, scale {sorted(scalings)} or adapted "
+                          f"slices {sorted(fused_slices)}; our format holds one r, alpha and target set")
     r, scaling = ranks.pop(), scalings.pop()
     targets = paper_names(modules, set(fused_slices.pop()) if fused_slices else None)
     meta = {"base": config.get("base_model_name_or_path")}
@@ -293,8 +318,8 @@ def _checked(adapter: Adapter, src) -> Adapter:
         A, B = adapter.tensors[f"{m}.lora_A"], adapter.tensors[f"{m}.lora_B"]
         n = len(adapter.slices(m) or (None,))
         if A.dim() != 2 or B.dim() != 2 or A.shape[0] != n * adapter.r or B.shape[1] != adapter.r:
-            raise ValueError(f"{src}: {m} has lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)}, which do not fit "
-                             f"r={adapter.r} on {n} slice(s) (targets {adapter.targets}); is r right?")
+            raise ConfigError(f"{src}: {m} has lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)}, which do not fit "
+                              f"r={adapter.r} on {n} slice(s) (targets {adapter.targets}); is r right?")
     return adapter
 
 
@@ -302,7 +327,7 @@ def _checked(adapter: Adapter, src) -> Adapter:
 def write(adapter: Adapter, to: str, out: str | Path, base: str | None = None) -> Path:
     """Write the adapter as `to` (lora_repro | peft | loralib) at `out`; returns the path written."""
     if to not in FORMATS:
-        raise ValueError(f"--to {to!r} is not a format; valid choices: {list(FORMATS)}")
+        raise ConfigError(f"--to {to!r} is not a format; valid choices: {list(FORMATS)}")
     out = Path(out)
     base = base or adapter.meta.get("base")
     if to == "peft":
@@ -376,14 +401,14 @@ def into_model(adapter: Adapter, model: nn.Module) -> nn.Module:
     for name, t in adapter.tensors.items():
         matches = [n for n in own if n == name or n.endswith("." + name)]
         if len(matches) != 1:
-            raise ValueError(f"the adapter's tensor {name} has {'no' if not matches else 'no single'} place in this "
-                             f"{type(model).__name__} (other architecture or targets?)")
+            raise ConfigError(f"the adapter's tensor {name} has {'no' if not matches else 'no single'} place in this "
+                              f"{type(model).__name__} (other architecture or targets?)")
         if own[matches[0]].shape != t.shape:
-            raise ValueError(f"the adapter's tensor {name} has shape {tuple(t.shape)}, the model's "
-                             f"{tuple(own[matches[0]].shape)} (other model size or number of labels?)")
+            raise ConfigError(f"the adapter's tensor {name} has shape {tuple(t.shape)}, the model's "
+                              f"{tuple(own[matches[0]].shape)} (other model size or number of labels?)")
         state[matches[0]] = t
     lora = {n for n in own if ".lora_" in n}
     if lora - state.keys():
-        raise ValueError(f"the adapter has no tensor for {sorted(lora - state.keys())[0]} (other targets or depth?)")
+        raise ConfigError(f"the adapter has no tensor for {sorted(lora - state.keys())[0]} (other targets or depth?)")
     model.load_state_dict(state, strict=False)
     return model

@@ -12,20 +12,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.pytorch_utils import Conv1D
 
-from lora_repro import schema
+from lora_repro.errors import ConfigError
 from lora_repro.targets import resolve_targets
 
 
+INITS = ("kaiming", "gaussian", "normal")  # A's init: loralib's, the paper's text, the DeBERTa-v2 reference's
+
+
 def check_hparams(r, alpha, dropout, init: str = "kaiming", init_std: float = 0.02) -> None:
-    """LoRA's knobs within the schema's ranges (schema.LoraMethod, the one definition), for callers that pass them
-    as Python values rather than a config; else a ValueError naming the field, its value and what it may be."""
-    schema.check_group(schema.LoraMethod, {"r": r, "alpha": alpha, "dropout": dropout, "init": init,
-                                           "init_std": init_std}, "method")
+    """LoRA's knobs in their ranges, for callers that pass Python values (a run's config checks them before)."""
+    problems = [(f"r={r!r}", "an integer >= 1") if isinstance(r, bool) or not isinstance(r, int) or r < 1 else None,
+                (f"alpha={alpha!r}", "a number > 0") if not isinstance(alpha, (int, float)) or alpha <= 0 else None,
+                (f"dropout={dropout!r}", "a number in [0, 1)") if not 0 <= dropout < 1 else None,
+                (f"init={init!r}", str(list(INITS))) if init not in INITS else None,
+                (f"init_std={init_std!r}", "a number > 0") if not init_std > 0 else None]
+    for problem in filter(None, problems):
+        raise ValueError(f"method.{problem[0]} is invalid; valid choices: {problem[1]}")
 
 
 def check_rank(r: int, width: int, layer: str = "") -> None:
     """r at most the width a layer allows (min(d_in, d_out) of each slice): checked from the model's config before
-    a run (validate.py) and on each adapted layer (apply_lora)."""
+    a run (lora_repro.config.check) and on each adapted layer (apply_lora)."""
     if r > width:
         where = f"the layer {layer} is" if layer else "its layers are"
         raise ValueError(f"method.r={r} is larger than the model allows: {where} {width} wide, so valid choices are "
@@ -83,6 +90,10 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:  # W already holds W0 + ΔW: a plain linear layer, no extra inference cost
+            if self.training and torch.is_grad_enabled() and (self.lora_A.requires_grad or self.lora_B.requires_grad):
+                raise RuntimeError("training a merged LoRA layer: W holds W0 + BA, so A and B get no gradient and "
+                                   "the update does not train; call unmerge_lora(model) before training "
+                                   "(merge_lora is for inference)")
             return self.base_forward(x)
         if not self.fast:
             return self.reference_update(self.base_forward(x), x)
@@ -228,11 +239,11 @@ def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of an adapter file; a missing, truncated or corrupted file is a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"adapter file {path} does not exist")
+        raise ConfigError(f"adapter file {path} does not exist")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"adapter file {path} is not a readable safetensors file ({err})") from None
+        raise ConfigError(f"adapter file {path} is not a readable safetensors file ({err})") from None
 
 
 def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
@@ -242,8 +253,8 @@ def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
     tensors, expected = read_adapter(path), lora_state_dict(model)
     missing = sorted({n for n in expected if ".lora_" in n} - tensors.keys())
     if missing:
-        raise ValueError(f"adapter {path} does not fit the model: it has no tensor {missing[0]} "
-                         f"(other architecture, targets or method?)")
+        raise ConfigError(f"adapter {path} does not fit the model: it has no tensor {missing[0]} "
+                          f"(other architecture, targets or method?)")
     check_fit(tensors, expected, f"adapter {path}")
     model.load_state_dict(tensors, strict=False)
     return model
@@ -253,8 +264,8 @@ def check_fit(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor
     """Every saved tensor has a place of its shape in the model; else one error naming the first that does not."""
     for name, t in sorted(tensors.items()):
         if name not in expected:
-            raise ValueError(f"{source} does not fit the model: tensor {name} has no place in it "
-                             f"(other architecture, targets or method?)")
+            raise ConfigError(f"{source} does not fit the model: tensor {name} has no place in it "
+                              f"(other architecture, targets or method?)")
         if t.shape != expected[name].shape:
-            raise ValueError(f"{source} does not fit the model: tensor {name} has shape {tuple(t.shape)}, "
-                             f"the model expects {tuple(expected[name].shape)} (other r or task head?)")
+            raise ConfigError(f"{source} does not fit the model: tensor {name} has shape {tuple(t.shape)}, "
+                              f"the model expects {tuple(expected[name].shape)} (other r or task head?)")

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PreTrainedTokenizerFast)
 
-from lora_repro import schema
+from lora_repro.errors import ConfigError
 
 # new, task-specific modules: trained by every method, counted apart (Table 2). "pooler" is a top-level module only in
 # DeBERTa-v2's classifier (ContextPooler, not in the pre-trained checkpoint), which the reference trains with the head
@@ -22,9 +21,8 @@ EOS = "<|endoftext|>"
 AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM}
 
 
-def source(cfg: DictConfig | schema.ModelConfig) -> str:
+def source(cfg) -> str:
     """Where the weights come from, said once: a local folder, a tiny config, or the hub."""
-    cfg = schema.typed(schema.ModelConfig, cfg, "model")
     if cfg.path:
         return f"local folder {cfg.path}"
     if cfg.config:
@@ -35,7 +33,7 @@ def source(cfg: DictConfig | schema.ModelConfig) -> str:
 def check_model_dir(path: str) -> Path:
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise ValueError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there); "
+        raise ConfigError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there); "
                          "valid choices: a folder saved by save_pretrained, or no model.path (hub id / tiny config)")
     return folder
 
@@ -56,7 +54,7 @@ def unreadable(path: str, what: str, files: list[str], err: Exception) -> str:
             f"{type(err).__name__}: {cause}; re-save or re-download the model folder")
 
 
-def load_model(cfg: DictConfig | schema.ModelConfig, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
+def load_model(cfg, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
                fresh_head: bool = True) -> nn.Module:
     """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
 
@@ -65,7 +63,6 @@ def load_model(cfg: DictConfig | schema.ModelConfig, kind: str = "classification
     so it is the same for every run seed; its head is then drawn again from the run's stream (fresh_head=False keeps
     the init_seed head: the synthetic task's teacher head, part of its ground truth). model.config_overrides (set by a
     task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config."""
-    cfg = schema.typed(schema.ModelConfig, cfg, "model")
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
     extra.update(cfg.config_overrides)
@@ -74,7 +71,7 @@ def load_model(cfg: DictConfig | schema.ModelConfig, kind: str = "classification
         try:
             return auto.from_pretrained(str(folder), local_files_only=True, **extra)
         except Exception as err:  # a truncated or foreign weights file: name it, keep the cause for HYDRA_FULL_ERROR
-            raise ValueError(unreadable(cfg.path, "weights", folder_files(folder, WEIGHT_SUFFIXES), err)) from err
+            raise ConfigError(unreadable(cfg.path, "weights", folder_files(folder, WEIGHT_SUFFIXES), err)) from err
     if cfg.config:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
@@ -92,9 +89,8 @@ def init_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def local_config(cfg: DictConfig | schema.ModelConfig, **extra):
+def local_config(cfg, **extra):
     """The backbone's config from model.path or model.config alone (no weights); None for a hub id."""
-    cfg = schema.typed(schema.ModelConfig, cfg, "model")
     if cfg.path:
         return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
     if cfg.config:
@@ -128,15 +124,14 @@ def byte_tokenizer(max_length: int = 1024) -> PreTrainedTokenizerFast:
                                    model_max_length=max_length)
 
 
-def load_tokenizer(cfg: DictConfig | schema.ModelConfig):
+def load_tokenizer(cfg):
     """The backbone's tokenizer, from the same place as its weights."""
-    cfg = schema.typed(schema.ModelConfig, cfg, "model")
     if cfg.path:
         folder = check_model_dir(cfg.path)
         try:
             return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as err:  # a broken tokenizer.json / vocab file: name it
-            raise ValueError(unreadable(cfg.path, "tokenizer", folder_files(folder, TOKENIZER_SUFFIXES), err)) from err
+            raise ConfigError(unreadable(cfg.path, "tokenizer", folder_files(folder, TOKENIZER_SUFFIXES), err)) from err
     if cfg.config:
         return byte_tokenizer() if cfg.config["model_type"] in CAUSAL_TYPES else char_tokenizer()
     return AutoTokenizer.from_pretrained(cfg.name)

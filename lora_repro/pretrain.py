@@ -16,11 +16,12 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from lora_repro import schema
+from lora_repro import config
+from lora_repro.errors import ConfigError, cli
 from lora_repro.models import EOS
 from lora_repro.record import Logger, write_json
 from lora_repro.tasks import TaskData
@@ -29,22 +30,22 @@ from lora_repro.train import pick_device, seed_everything, train
 log = logging.getLogger("lora_repro")
 
 
-def read_source(source: schema.CorpusSource) -> list[str]:
+def read_source(source: config.CorpusSource) -> list[str]:
     """The lines of one corpus file: a text file, or one column of a CSV/TSV (E2E references, SST-2 sentences)."""
     path = Path(source.path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrain corpus: {source.path!r} is not a file (run from the repository root with "
+        raise ConfigError(f"pretrain corpus: {source.path!r} is not a file (run from the repository root with "
                                 f"../shared beside it, or set corpus=[...] to your own files)")
     if source.column:
         frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                             quoting=3 if path.suffix == ".tsv" else 0)
         if source.column not in frame.columns:
-            raise ValueError(f"pretrain corpus: {path} has no column {source.column!r}; it has {list(frame.columns)}")
+            raise ConfigError(f"pretrain corpus: {path} has no column {source.column!r}; it has {list(frame.columns)}")
         return list(frame[source.column])
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def split_corpus(cfg: schema.PretrainConfig) -> tuple[list[str], list[str]]:
+def split_corpus(cfg: config.PretrainConfig) -> tuple[list[str], list[str]]:
     """Training lines of every source, and the held-out lines (the last heldout_fraction of each heldout source)."""
     train_lines, heldout = [], []
     for source in cfg.corpus:
@@ -53,7 +54,7 @@ def split_corpus(cfg: schema.PretrainConfig) -> tuple[list[str], list[str]]:
         train_lines += lines[:cut]
         heldout += lines[cut:]
     if not heldout:
-        raise ValueError("pretrain: no held-out text; mark at least one corpus entry heldout: true")
+        raise ConfigError("pretrain: no held-out text; mark at least one corpus entry heldout: true")
     return train_lines, heldout
 
 
@@ -65,6 +66,23 @@ def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTr
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(lines, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
+                                   model_max_length=max_length)
+
+
+def gpt2_tokenizer(folder: str, max_length: int) -> PreTrainedTokenizerFast:
+    """GPT-2's own byte-level BPE from its files (lm.tokenizer): the vocabulary the paper's E2E models read."""
+    path = Path(folder)
+    if (path / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    elif (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():  # GPT-2's release, as the reference's
+        tok = Tokenizer(models.BPE.from_file(str(path / "encoder.json"), str(path / "vocab.bpe")))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+    else:
+        raise ConfigError(f"lm.tokenizer={folder!r} holds neither tokenizer.json nor encoder.json + vocab.bpe; valid "
+                          f"choices: a folder of GPT-2's BPE files (e.g. ../shared/models/gpt2-tokenizer), or null "
+                          f"(train a BPE on the corpus)")
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
                                    model_max_length=max_length)
 
@@ -94,24 +112,14 @@ def lm_task(train_blocks: torch.Tensor, heldout_blocks: torch.Tensor) -> TaskDat
                     main_metric="neg_loss", evaluate=evaluate)
 
 
-def check_lm(lm: schema.LMConfig) -> None:
-    """The LM's shape rules that join fields (each field's own range is the schema's)."""
-    if lm.n_embd % lm.n_head:
-        raise ValueError(f"lm.n_head={lm.n_head} is invalid; valid choices: a divisor of lm.n_embd ({lm.n_embd})")
-    if lm.block > lm.n_positions:
-        raise ValueError(f"lm.block={lm.block} is invalid; valid choices: an integer in [2, {lm.n_positions}] "
-                         f"(lm.n_positions)")
-
-
-def pretrain(cfg: DictConfig) -> dict:
+def pretrain(cfg: config.PretrainConfig) -> dict:
     """Train the tokenizer and the LM on cfg's corpus, save both to out_dir; returns what pretrain.json holds."""
-    cfg = schema.typed(schema.PretrainConfig, cfg, "")
-    check_lm(cfg.lm)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     train_lines, heldout = split_corpus(cfg)
-    tokenizer = train_tokenizer(train_lines, cfg.lm.vocab_size, cfg.lm.n_positions)
+    tokenizer = (gpt2_tokenizer(cfg.lm.tokenizer, cfg.lm.n_positions) if cfg.lm.tokenizer
+                 else train_tokenizer(train_lines, cfg.lm.vocab_size, cfg.lm.n_positions))
     data = lm_task(blocks(tokenizer, train_lines, cfg.lm.block), blocks(tokenizer, heldout, cfg.lm.block))
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.lm.n_positions, n_embd=cfg.lm.n_embd,
                         n_layer=cfg.lm.n_layer, n_head=cfg.lm.n_head, bos_token_id=tokenizer.eos_token_id,
@@ -120,7 +128,7 @@ def pretrain(cfg: DictConfig) -> dict:
     params = sum(p.numel() for p in model.parameters())
     log.info("pretraining a %s-parameter GPT-2 (%s) on %d blocks of %d tokens; held out %d blocks", f"{params:,}",
              cfg.lm.name, len(data.train), cfg.lm.block, len(data.evals["heldout"]))
-    logger = Logger(out, OmegaConf.create({"logger": {"name": "none"}}))  # train_log.jsonl beside the model
+    logger = Logger(out)  # train_log.jsonl beside the model
     try:
         result = train(model, data, cfg.train, pick_device(cfg.device), logger)
     finally:
@@ -130,24 +138,23 @@ def pretrain(cfg: DictConfig) -> dict:
     final = result["final_metrics"]
     report = {"lm": cfg.lm.name, "params": params, "train_blocks": len(data.train), "block": cfg.lm.block,
               "heldout_loss": final["loss"], "heldout_perplexity": final["perplexity"], "steps": result["steps"],
-              "train_time_s": result["train_time_s"], "corpus": [source.model_dump() for source in cfg.corpus]}
+              "train_time_s": result["train_time_s"], "corpus": [source.model_dump() for source in cfg.corpus],
+              **({"tokenizer": cfg.lm.tokenizer} if cfg.lm.tokenizer else {})}
     write_json(out / "pretrain.json", report)
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@hydra.main(version_base="1.3", config_path="conf", config_name="pretrain")
+@cli
 def main(cfg: DictConfig) -> None:
-    """One pretraining run; a wrong config or corpus file prints one line and exits 1."""
+    """One pretraining run; a wrong config or corpus file is one line and exit 2 (errors.cli)."""
     start = time.perf_counter()
-    try:
-        report = pretrain(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    report = pretrain(config.from_hydra(cfg, config.PretrainConfig))
     print(f"[pretrain {report['lm']}] {report['params']:,} parameters, held-out perplexity "
           f"{report['heldout_perplexity']:.1f} after {report['steps']} steps, {time.perf_counter() - start:.0f}s -> "
           f"{cfg.out_dir} (use it: model.path={cfg.out_dir} task=e2e)")
 
 
 if __name__ == "__main__":
+    cli(config.refuse_unknown_keys)(sys.argv[1:], config.PretrainConfig)
     main()

@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from lora_repro import distributed, schema
+from lora_repro import distributed
+from lora_repro.errors import ConfigError
 from lora_repro.lora import lora_state_dict
-from lora_repro.methods import lora_knobs
+
+log = logging.getLogger("lora_repro")
+STORED_CONFIG = "run_config.json"  # the config a run started with (Hydra rewrites .hydra/ on every start)
+# fields a resumed run may change: they change what is logged or how fast it is evaluated, not what is trained
+RESUME_MAY_CHANGE = ("resume", "experiment", "logger", "train.log_every", "train.eval_batch_size",
+                     "train.checkpoint_every")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -38,17 +44,19 @@ class Logger:
     """train_log.jsonl in the run directory, and W&B when logger.name=wandb (offline unless logger.mode says).
     On ranks other than 0 of a distributed run it records nothing."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig):
+    def __init__(self, run_dir: Path, run=None):
+        """run: the run's config (lora_repro.config.RunConfig), whose logger group says W&B or not; None: the log
+        file only."""
         self.file, self.wandb = None, None
         if not distributed.is_main():
             return
         self.file = open(run_dir / "train_log.jsonl", "a")
-        if cfg.logger.name == "wandb":
+        if run is not None and run.logger.name == "wandb":
             import wandb
-            name = run_name(cfg)  # a W&B group holds the seeds of one cell: the name without its seed
-            self.wandb = wandb.init(project=cfg.logger.project, mode=cfg.logger.mode, dir=str(run_dir),
-                                    name=name, group=name.rpartition("/")[0], job_type=str(cfg.experiment),
-                                    config=OmegaConf.to_container(cfg, resolve=True))
+            name = run_name(run)  # a W&B group holds the seeds of one cell: the name without its seed
+            self.wandb = wandb.init(project=run.logger.project, mode=run.logger.mode, dir=str(run_dir),
+                                    name=name, group=name.rpartition("/")[0], job_type=str(run.experiment),
+                                    config=run.model_dump(mode="json"))
 
     def __call__(self, record: dict) -> None:
         if self.file is None:
@@ -77,14 +85,52 @@ class Logger:
             self.wandb.finish()
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(run) -> str:
     """experiment/model/task/method/r/seed: what a reader needs to tell runs apart."""
-    r = lora_knobs(cfg.method)["r"]
-    parts = (cfg.experiment, cfg.model.name, task_name(cfg), cfg.method.name, f"r{r}" if r else "", f"seed{cfg.seed}")
+    r = run.method.lora_knobs()["r"]
+    parts = (run.experiment, run.model.name, run.task_name, run.method.name, f"r{r}" if r else "", f"seed{run.seed}")
     return "/".join(str(p) for p in parts if p)
 
 
-def task_name(cfg: DictConfig) -> str:
-    """The task as results name it: glue/<subset>, synthetic or e2e."""
-    task = schema.task_config(cfg.task)
-    return f"{task.name}/{task.subset}" if task.name == "glue" else task.name
+def flat(data, prefix: str = "") -> dict:
+    """{dotted path: value} of a nested mapping; lists are values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out if out or not prefix else {prefix: data}
+
+
+def check_resume(config: dict, run_dir: Path) -> None:
+    """resume=true continues only the run its directory holds: a field that changes the result (model, task,
+    method, data, optimizer, schedule, seed) must be what it was; logging and evaluation batch size may change.
+    config: the run's config as plain values (RunConfig.model_dump)."""
+    if not config["resume"]:
+        return
+    stored_file = run_dir / STORED_CONFIG
+    if not stored_file.is_file() and (run_dir / "metrics.json").is_file():
+        stored_file = run_dir / "metrics.json"  # a finished run written before run_config.json existed
+    if not stored_file.is_file():
+        if (run_dir / "trainer_state.json").is_file():
+            log.warning("resume=true: %s holds a checkpoint but no %s; its config cannot be compared", run_dir,
+                        STORED_CONFIG)
+        return
+    stored = json.loads(stored_file.read_text())
+    stored = stored["config"] if stored_file.name == "metrics.json" else stored
+    old, new = flat(stored), flat(config)
+    changed = [path for path in sorted(set(old) | set(new)) if old.get(path, "<absent>") != new.get(path, "<absent>")
+               and not any(path == free or path.startswith(free + ".") for free in RESUME_MAY_CHANGE)]
+    if changed:
+        path = changed[0]
+        more = f" ({len(changed) - 1} more: {', '.join(changed[1:4])}{' ...' if len(changed) > 4 else ''})" \
+            if len(changed) > 1 else ""
+        raise ConfigError(f"resume=true: {path}={new.get(path, '<absent>')!r} differs from the run being resumed "
+                          f"({path}={old.get(path, '<absent>')!r} in {stored_file}){more}; it changes the result: "
+                          f"resume with {path}={old.get(path, '<absent>')!r}, or start a new run directory")
+
+
+def store_config(config: dict, run_dir: Path) -> None:
+    """Write the config the run starts with (kept as it was when a run is resumed)."""
+    if not (config["resume"] and (run_dir / STORED_CONFIG).is_file()):
+        write_json(run_dir / STORED_CONFIG, config)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from lora_repro.methods import method_size
+from lora_repro.errors import ConfigError, cli
 
 COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger", "alpha", "seed",
            "trainable_params", "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s",
@@ -28,8 +28,6 @@ def collect(folder: str | Path) -> pd.DataFrame:
         row = {k: rec.get(k) for k in COLUMNS if k != "score"}
         row["targets"] = ",".join(rec["targets"]) if rec.get("targets") else None
         row["dagger"] = bool(rec.get("dagger", False))  # runs recorded before the field: the paper's own setup
-        if "size" not in rec and rec.get("config"):  # recorded before the field: from the run's method config
-            row["size"] = method_size(rec["config"]["method"])
         row["score"] = rec["metrics"][rec["main_metric"]]
         row.update({f"metric.{k}": v for k, v in rec["metrics"].items()})
         row["run_dir"] = str(path.parent)
@@ -110,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     frame, failed = collect(args.folder), failed_report(collect_failed(args.folder))
     if frame.empty:
-        raise SystemExit(f"no metrics.json under {args.folder}{failed}")
+        raise ConfigError(f"no metrics.json under {args.folder}{failed}")
     cells = summarize(frame, args.stat)
     if args.out:
         frame.to_csv(args.out, index=False)
@@ -125,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)()

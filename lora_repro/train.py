@@ -12,20 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lora_repro import distributed, schema
+from lora_repro import distributed
+from lora_repro.errors import ConfigError
 from lora_repro.lora import read_adapter
 from lora_repro.record import save_adapter, write_json
 from lora_repro.tasks import TaskData
 
 
-class NonFiniteLoss(FloatingPointError):
-    """The training loss became NaN or inf: the run stops rather than train on garbage."""
+class NonFiniteLoss(ConfigError, FloatingPointError):
+    """The training loss became NaN or inf: the run stops rather than train on garbage (a setting's fault, e.g.
+    train.lr: reported as one line)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -42,7 +43,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """train.precision (the schema's choices): bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
+    """train.precision (lora_repro.config.TrainConfig): bf16 autocasts to bfloat16 on CUDA (CPUs stay fp32), fp32 never casts."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
 
 
@@ -72,7 +73,7 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData, cfg: schema.TrainConfig, device: torch.device,
+def evaluate(model: torch.nn.Module, data: TaskData, cfg, device: torch.device,
              out_dir: Path | None = None, tag: str = "") -> dict[str, float]:
     """The task's metrics on every eval split; splits after the first get their name as a suffix.
 
@@ -132,19 +133,19 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     return state
 
 
-def check_steps(cfg: schema.TrainConfig, total: int, steps_per_epoch: int) -> None:
+def check_steps(cfg, total: int, steps_per_epoch: int) -> None:
     """train.warmup_steps and train.snapshot_steps within the run's optimizer steps, which only the data's size tells
-    (so not the schema): one line before the first step."""
+    (so not the config): one line before the first step."""
     steps = f"(the run's total steps: {cfg.epochs} epochs x {steps_per_epoch} steps)"
     if cfg.warmup_steps > total:
-        raise ValueError(f"train.warmup_steps={cfg.warmup_steps} is invalid; valid choices: an integer in [0, {total}] "
+        raise ConfigError(f"train.warmup_steps={cfg.warmup_steps} is invalid; valid choices: an integer in [0, {total}] "
                          + steps)
     if any(s > total for s in cfg.snapshot_steps):
-        raise ValueError(f"train.snapshot_steps={list(cfg.snapshot_steps)} is invalid; valid choices: integers in "
+        raise ConfigError(f"train.snapshot_steps={list(cfg.snapshot_steps)} is invalid; valid choices: integers in "
                          f"[0, {total}] {steps}")
 
 
-def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.TrainConfig, device: torch.device, log,
+def train(model: torch.nn.Module, data: TaskData, cfg, device: torch.device, log,
           checkpoint_dir: Path | None = None, resume: bool = False, meta: dict | None = None) -> dict:
     """Train for cfg.epochs, evaluating after each; returns the summary that metrics.json records.
 
@@ -157,7 +158,6 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
     on every world-th batch of the one-process order, so a step sees the same global batch whatever the world size;
     only rank 0 writes checkpoints, and every rank evaluates the full eval set on its own (identical) model.
     """
-    cfg = schema.typed(schema.TrainConfig, cfg, "train")  # typed values, the schema's defaults and ranges
     model.to(device).train()
     world, rank = distributed.world_size(), distributed.rank()
     order = torch.Generator().manual_seed(cfg.data_order_seed)
@@ -190,7 +190,7 @@ def train(model: torch.nn.Module, data: TaskData, cfg: DictConfig | schema.Train
         if not skip:
             first += 1
         if state.get("world", 1) != world:
-            raise ValueError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
+            raise ConfigError(f"resume=true: the checkpoint in {checkpoint_dir} was written by {state.get('world', 1)} "
                              f"processes, this run has {world}; resume with the same number of processes")
     every = cfg.checkpoint_every
     snapshots = set(cfg.snapshot_steps)

@@ -1,4 +1,5 @@
 """ΔW vs W (paper Sec. 7.3, Table 7): projections of W onto ΔW's, W's own and random directions; the factor."""
+import json
 import math
 
 import pytest
@@ -78,3 +79,35 @@ def test_bad_arguments_are_clear_errors():
 def test_takes_numpy_arrays_as_it_takes_tensors():
     delta = basis_update({15: 5.0, 14: 3.0})
     assert amplification(delta.numpy(), W.numpy(), r=2) == amplification(delta, W, r=2)
+
+
+def test_table7_on_gpt2_reads_each_slice_of_the_fused_conv1d_c_attn(tmp_path):
+    # GPT-2's c_attn is one Conv1D (W stored (d_in, 3 d)) holding q, k, v: W0 and ΔW of q and of v are its slices
+    from lora_repro.analysis.amplification import frozen_weight
+    from lora_repro.analysis.subspace import adapter_matrices, module_for
+    from lora_repro.config import compose
+    from lora_repro.lora import apply_lora, merge_lora
+    from lora_repro.models import load_model
+    from lora_repro.record import save_adapter
+    from lora_repro.tasks import head
+    run = compose("model=tiny-gpt2", "task=e2e", "method.targets=[q,v]", "method.r=2", "method.alpha=4")
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": run.model_dump(mode="json")}))
+    model = apply_lora(load_model(run.model, *head(run.task)), ["q", "v"], r=2, alpha=4)
+    torch.manual_seed(0)
+    for layer in (m for m in model.modules() if hasattr(m, "lora_B")):
+        layer.lora_B.data.normal_()
+    save_adapter(tmp_path / "adapter.safetensors", model, {}, {"method": "lora", "r": 2, "alpha": 4,
+                                                               "targets": ["q", "v"]})
+    w0 = model.transformer.h[1].attn.c_attn.weight.detach().T.clone()  # (3 d, d_in), before the merge
+    merge_lora(model.eval())
+    merged = model.transformer.h[1].attn.c_attn.weight.detach().T
+    for target, index in (("q", 0), ("v", 2)):
+        module, slice_index, _ = module_for(["transformer.h.1.attn.c_attn.lora_A"], 1, target)
+        W = frozen_weight(tmp_path, module, slice_index)
+        A, B = adapter_matrices(tmp_path, 1, target)
+        rows = slice(index * 64, (index + 1) * 64)
+        assert (module, slice_index) == ("transformer.h.1.attn.c_attn", index) and W.shape == (64, 64)
+        assert torch.equal(W, w0[rows])
+        torch.testing.assert_close(W + 2.0 * (B @ A), merged[rows], rtol=0, atol=1e-5)  # alpha / r = 2
+        out = amplification(2.0 * (B @ A), W, r=2)
+        assert all(math.isfinite(v) for v in out.values()) and out["factor"] > 0

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, RobertaConfig
 
 from conftest import tiny
+from lora_repro.config import ModelConfig
 from lora_repro.lora import load_lora, save_lora
 from lora_repro.methods import METHODS, apply_method, count_trainable
 from lora_repro.models import is_head
@@ -24,8 +25,10 @@ BASELINES = ("ft_top2", "ft_topk", "bitfit") + ADAPTERS
 
 
 def method(name: str, **overrides):
-    """conf/method/<name>.yaml, as Hydra would compose it, with overrides."""
-    return OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "method" / f"{name}.yaml"), overrides)
+    """conf/method/<name>.yaml, as Hydra composes it (the typed method config), with overrides."""
+    from lora_repro.config import compose, validated
+    composed = compose(f"method={name}").method
+    return validated(type(composed), {**composed.model_dump(), **overrides}, "method")
 
 
 def on_meta(config, auto=AutoModelForSequenceClassification):
@@ -163,7 +166,7 @@ def test_an_unsupported_architecture_lists_the_supported_ones():
 
 
 def test_unknown_adapter_sites_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"method.sites=\['mlp'\].*\['attention', 'ffn'\]"):
+    with pytest.raises(ValueError, match=r"method.sites.0='mlp' is invalid: Input should be 'attention' or 'ffn'"):
         apply_method(tiny("bert"), method("adapter_h", sites=["mlp"]))
 
 
@@ -221,11 +224,14 @@ def test_gpt2_medium_adapter_h_for_table_3_is_the_closest_houlsby_size_to_11_09m
 
 # --- the methods compose with the Hydra runner ---
 
-def compose(*overrides: str):
-    """The run config (with its hydra node) as `python -m lora_repro.run OVERRIDES` composes it."""
+def compose(*overrides: str, hydra: bool = False):
+    """The typed run config as `python -m lora_repro.run OVERRIDES` composes it (files it names not checked); with
+    hydra=True Hydra's own config, its hydra node (the sweeper) included."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from lora_repro.config import RunConfig, resolved, validated
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+    return cfg if hydra else validated(RunConfig, resolved(cfg))
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -250,7 +256,7 @@ def test_cli_trains_adapter_h_end_to_end(tmp_path):
 
 
 def sweep_methods(experiment: str) -> list[str]:
-    return str(compose(f"+experiment={experiment}").hydra.sweeper.params.method).split(",")
+    return str(compose(f"+experiment={experiment}", hydra=True).hydra.sweeper.params.method).split(",")
 
 
 def test_glue_baselines_runs_every_table_2_row_with_the_papers_per_method_settings():
@@ -344,7 +350,7 @@ DEBERTA = {"mnli": (8, 1e-4, 5, 0.0, 0.15, 256, 1000), "sst2": (8, 6e-5, 16, 0.0
 def test_deberta_xxl_configs_carry_the_scripts_settings(task):
     cfg = compose("model=deberta-v2-xxlarge", f"task=glue/{task}", "mnli_adapter=/mnli")
     t = cfg.train
-    assert (t.batch_size, t.lr, t.epochs, t.weight_decay, cfg.model.config_overrides.cls_dropout,
+    assert (t.batch_size, t.lr, t.epochs, t.weight_decay, cfg.model.config_overrides["cls_dropout"],
             cfg.task.max_seq_len, t.warmup_steps) == DEBERTA[task]
     assert t.warmup_ratio == 0.1 and (cfg.method.r, cfg.method.alpha, cfg.method.init) == (16, 32, "normal")
     assert cfg.method.init_adapter == ("/mnli" if task in ("mrpc", "rte", "stsb") else None)
@@ -369,8 +375,8 @@ def test_lora_init_normal_draws_a_from_n_0_002_and_cls_dropout_reaches_the_model
                          method("lora", r=16, alpha=32, init="normal", init_std=0.02))
     A = torch.cat([m.lora_A.flatten() for n, m in model.named_modules() if hasattr(m, "lora_A")])
     assert A.numel() == 2 * 2 * 16 * 256 and abs(A.std().item() - 0.02) < 0.001 and abs(A.mean().item()) < 0.001
-    cfg = OmegaConf.create({"name": "t", "config": {"model_type": "deberta-v2", **TINY_DEBERTA},
-                            "config_overrides": {"cls_dropout": 0.15}})
+    cfg = ModelConfig(name="t", config={"model_type": "deberta-v2", **TINY_DEBERTA},
+                      config_overrides={"cls_dropout": 0.15})
     loaded = load_model(cfg, "classification", 3)
     assert loaded.config.cls_dropout == 0.15 and loaded.dropout.p == 0.15
 

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from conftest import SHARED, tiny
+from lora_repro.config import E2ETask, validated
+from lora_repro.errors import ConfigError
 from lora_repro.models import byte_tokenizer
 from lora_repro.tasks import e2e
 from test_baselines import compose
@@ -78,9 +79,8 @@ def test_batched_left_padded_beam_search_equals_one_by_one():
     torch.manual_seed(0)
     model = tiny("gpt2", causal=True, vocab_size=257, n_positions=512)
     tok = byte_tokenizer()
-    cfg = OmegaConf.create({"max_seq_len": 256, "decode": {"num_beams": 3, "length_penalty": 0.9,
-                                                           "no_repeat_ngram_size": 4, "max_new_tokens": 12,
-                                                           "stop_strings": ["\n\n"]}})
+    cfg = E2ETask(max_seq_len=256, decode={"num_beams": 3, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
+                                           "max_new_tokens": 12, "stop_strings": ["\n\n"]})
     together = e2e.generate(model, tok, MRS, cfg, torch.device("cpu"), batch_size=3)
     alone = [e2e.generate(model, tok, [mr], cfg, torch.device("cpu"), batch_size=1)[0] for mr in MRS]
     assert together == alone
@@ -88,11 +88,11 @@ def test_batched_left_padded_beam_search_equals_one_by_one():
 
 
 def test_no_training_split_offline_is_a_clear_error(tmp_path):
-    cfg = OmegaConf.create({"data_dir": str(write_e2e(tmp_path)), "train_split": "train", "eval_split": "test"})
-    with pytest.raises(FileNotFoundError, match="task.train_split=dev"):
+    cfg = E2ETask(data_dir=str(write_e2e(tmp_path)), train_split="train", eval_split="test")
+    with pytest.raises(ConfigError, match="task.train_split=dev"):
         e2e.check_data_dir(cfg)
-    with pytest.raises(ValueError, match=r"task.eval_split='validation'.*\['train', 'dev', 'test'\]"):
-        e2e.check_split(OmegaConf.create({"eval_split": "validation"}), "eval_split")
+    with pytest.raises(ConfigError, match=r"task.eval_split='validation' is invalid: Input should be 'train', 'dev' or"):
+        validated(E2ETask, {"eval_split": "validation"}, "task")
 
 
 def test_reference_text_lines_are_stripped_on_both_sides(tmp_path):
@@ -158,3 +158,121 @@ def test_e2e_smoke_on_the_real_challenge_data(tmp_path):
     assert all(0 <= record["metrics"][k] < float("inf") for k in ("bleu", "nist", "meteor", "rouge_l", "cider"))
     assert len((tmp_path / "e2e_ref.txt").read_text().strip().split("\n\n")) == 16  # the first 16 test MRs
     assert "bleu=" in stdout
+
+
+def gpt2_reference_encoder(folder):
+    """GPT-2's released encoder (openai/gpt-2 src/encoder.py, which the reference code's examples/NLG/src/encoder.py
+    is): bytes to printable characters, the regex pre-split, then BPE merges by rank. Returns encode, decode."""
+    import regex
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs, cs, n = bs + [b], cs + [256 + n], n + 1
+    byte_encoder = dict(zip(bs, map(chr, cs)))
+    byte_decoder = {c: b for b, c in byte_encoder.items()}
+    vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    ranks = {tuple(line.split()): i for i, line in
+             enumerate((folder / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:-1])}
+    pattern = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+    def bpe(word: tuple[str, ...]) -> tuple[str, ...]:
+        while len(word) > 1:
+            pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, float("inf")))
+            if pair not in ranks:
+                break
+            merged, i = [], 0
+            while i < len(word):
+                if i < len(word) - 1 and (word[i], word[i + 1]) == pair:
+                    merged.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+        return word
+
+    def encode(text: str) -> list[int]:
+        return [vocab[t] for piece in pattern.findall(text)
+                for t in bpe(tuple(byte_encoder[b] for b in piece.encode("utf-8")))]
+
+    inverse = {i: t for t, i in vocab.items()}
+
+    def decode(ids: list[int]) -> str:
+        return bytearray(byte_decoder[c] for i in ids for c in inverse[i]).decode("utf-8", errors="replace")
+    return encode, decode
+
+
+def test_decoding_keeps_spaces_before_punctuation_whatever_the_tokenizers_default():
+    # gpt2_decode.py's enc.decode is byte-level decoding only; a tokenizer whose default cleans up spaces
+    # ("is n't ." -> "isn't.") must not change our outputs
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    words = ["<eos>", "is", "n't", ".", "family", "-", "friendly", ","]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    cleaning = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", clean_up_tokenization_spaces=True)
+    ids = [[1, 2, 3, 7, 4, 5, 6, 3, 0]]
+    assert cleaning.batch_decode(ids) == ["isn't., family - friendly. <eos>"]  # what the default would give
+    assert e2e.decode(cleaning, ids, ["<eos>"]) == ["is n't . , family - friendly ."]
+
+
+def gpt2_style_files(folder, merges=(("Ġ", "t"), ("h", "e"), ("Ġt", "he"))):
+    """encoder.json + vocab.bpe in GPT-2's format: its 256 byte symbols, a few merges, <|endoftext|> last."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols, n = [chr(b) for b in bs], 0
+    for b in range(256):
+        if b not in bs:
+            symbols.append(chr(256 + n))
+            n += 1
+    vocab = {s: i for i, s in enumerate(symbols + ["".join(m) for m in merges] + ["<|endoftext|>"])}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "encoder.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    return folder
+
+
+def test_gpt2s_bpe_files_are_the_pretrained_lms_vocabulary_when_asked(tmp_path):
+    from lora_repro import config
+    from lora_repro.pretrain import gpt2_tokenizer, pretrain
+    files = gpt2_style_files(tmp_path / "bpe")
+    tokenizer = gpt2_tokenizer(str(files), 64)
+    encode, decode = gpt2_reference_encoder(files)
+    text = "the pub, the theatre ... Zoë's café"
+    assert tokenizer.encode(text) == encode(text) and tokenizer.decode(encode(text)) == decode(encode(text)) == text
+    assert len(tokenizer) == 256 + 3 + 1 and tokenizer.eos_token_id == 259
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"the {ref} {i}" for i in range(20) for refs in REFS for ref in refs))
+    cfg = config.compose("lm=tiny", "lm.block=32", f"lm.tokenizer={files}", f"out_dir={tmp_path / 'lm'}",
+                         f"corpus=[{{path: {corpus}, heldout: true}}]", config_name="pretrain",
+                         model=config.PretrainConfig)
+    report = pretrain(cfg)
+    assert report["tokenizer"] == str(files)
+    saved = json.loads((tmp_path / "lm/config.json").read_text())
+    assert saved["vocab_size"] == 260 and saved["eos_token_id"] == 259
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"lm.tokenizer='.*empty' holds neither tokenizer.json nor encoder.json"):
+        gpt2_tokenizer(str(tmp_path / "empty"), 64)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not (SHARED / "models/gpt2-tokenizer").is_dir(), reason="../shared/models/gpt2-tokenizer absent")
+def test_our_prompts_and_decoding_are_gpt2s_own_on_e2e_text(tmp_path):
+    import shutil
+    from lora_repro.pretrain import gpt2_tokenizer
+    folder = SHARED / "models/gpt2-tokenizer"
+    for name in ("encoder.json", "vocab.bpe"):  # the release's two files alone, as the reference code reads them
+        shutil.copy(folder / name, tmp_path / name)
+    encode, decode = gpt2_reference_encoder(folder)
+    frame = pd.read_csv(SHARED / "data/e2e/devset.csv", dtype=str, keep_default_na=False).iloc[::7][:400]
+    paper = (SHARED / "data/e2e/paper-format/valid.txt").read_text(encoding="utf-8").splitlines()[::11][:200]
+    pairs = list(zip(frame.mr, frame.ref)) + [tuple(line.split("||", 1)) for line in paper]
+    for tokenizer in (gpt2_tokenizer(str(folder), 1024), gpt2_tokenizer(str(tmp_path), 1024)):  # tokenizer.json
+        eos = tokenizer.eos_token_id
+        assert eos == 50256 and len(tokenizer) == 50257
+        rows = e2e.encode(tokenizer, [mr for mr, _ in pairs], [ref for _, ref in pairs], 1024)
+        for (mr, ref), row in zip(pairs, rows):
+            assert row["input_ids"] == encode(mr) + [eos] + encode(" " + ref) + [eos]
+        completions = [encode(" " + ref) + [eos] for _, ref in pairs]
+        assert e2e.decode(tokenizer, completions, ["<|endoftext|>", "\n\n"]) == [decode(encode(ref)).strip()
+                                                                                 for _, ref in pairs]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lora_repro.errors import ConfigError
 from lora_repro.metrics.bleu import Bleu, corpus_bleu, mteval_normalize, tokenize
 from lora_repro.metrics.coco import corpus_coco
 from lora_repro.metrics.e2e import main, read_references, score_e2e, score_run
@@ -119,7 +120,7 @@ def test_metric_modules_have_evaluate_interface():
 def test_mismatched_counts_is_a_clear_error(tmp_path):
     (tmp_path / "refs.txt").write_text("a b c\na b d\n\ne f g\n", encoding="utf-8")
     (tmp_path / "hyp.txt").write_text("a b c\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"refs\.txt has 2 MR reference groups but .*hyp\.txt has 1 output"):
+    with pytest.raises(ConfigError, match=r"refs\.txt has 2 MR reference groups but .*hyp\.txt has 1 output"):
         main([str(tmp_path / "refs.txt"), str(tmp_path / "hyp.txt")])
     with pytest.raises(ValueError, match="2 reference groups but 1 hypotheses"):
         score_e2e([["a"], ["b"]], ["a"])

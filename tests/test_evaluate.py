@@ -11,8 +11,10 @@ from test_run import cli
 
 
 def config(name: str, *overrides: str):
+    """The typed config python -m lora_repro.run (name=config) or .evaluate (name=evaluate) builds."""
+    from lora_repro.config import EvaluateConfig, RunConfig, from_hydra
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+        return from_hydra(compose(name, overrides=list(overrides)), EvaluateConfig if name == "evaluate" else RunConfig)
 
 
 @pytest.fixture(scope="module")

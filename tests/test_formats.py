@@ -9,6 +9,7 @@ from transformers.pytorch_utils import Conv1D
 
 from conftest import SHARED, tiny
 from lora_repro import formats
+from lora_repro.errors import ConfigError
 from lora_repro.lora import LoRALinear, apply_lora, lora_state_dict, save_lora
 
 IDS = torch.tensor([[5, 17, 42, 9, 63, 2, 88, 31], [7, 7, 12, 99, 3, 54, 20, 1]])
@@ -134,7 +135,7 @@ def test_loralib_linear_beside_ours_gives_equal_outputs_and_merged_weights():
     ref.train()
     assert torch.allclose(ref(x), ours(x), atol=1e-5, rtol=0)
     ref.eval()  # loralib merges on eval()
-    ours.merge()
+    ours.eval().merge()
     assert ref.merged and torch.allclose(ref.weight, ours.weight, atol=1e-6, rtol=0)
     assert torch.allclose(ref(x), ours(x), atol=1e-5, rtol=0)
 
@@ -155,7 +156,7 @@ def test_loralib_merged_linear_q_v_of_gpt2_has_our_layout():
     assert torch.allclose(ref(x), out, atol=1e-5, rtol=0)
     assert torch.equal(out[..., 32:64], base(x)[..., 32:64])  # k: no update
     ref.eval()
-    ours.merge()
+    ours.eval().merge()
     assert ref.merged and torch.allclose(ref.weight, ours.weight, atol=1e-6, rtol=0)
 
 
@@ -241,3 +242,35 @@ def test_released_mnli_checkpoint_converts_both_ways_with_equal_logits(tmp_path)
     diff = (logits(ours) - logits(peft_model)).abs().max().item()
     assert diff < 1e-4, diff
     assert (logits(ours) - plain).abs().max() > 0.1  # the adapter (and its head) change the function
+
+
+class Hook:
+    """Something a pickle can carry besides tensors: loading it would run this module's code."""
+
+
+def test_one_file_is_accepted_or_refused_the_same_way_by_every_reader(tmp_path):
+    # the reference code's GPT-2 checkpoint: {'model_state_dict': ...}, DDP's module., the fused c_attn's q, v slices
+    from lora_repro.config import LoraMethod
+    from lora_repro.init_adapter import init_from_adapter
+    from lora_repro.methods import apply_method
+    ref = loralib_model("gpt2", causal=True)
+    state = loralib.lora_state_dict(ref)
+    torch.save({"model_state_dict": {"module." + n: t for n, t in state.items()}}, tmp_path / "gpt2.pt")
+    model = apply_method(tiny("gpt2", causal=True), LoraMethod(targets=["q", "v"], r=2, alpha=4, dropout=0.0))
+    assert init_from_adapter(model, tmp_path / "gpt2.pt")["tensors_loaded"] == len(state) == 4
+    read = formats.read(tmp_path / "gpt2.pt", r=2, alpha=4, targets="q,v")  # what export and evaluate read
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], state[n]) and torch.equal(read.tensors[n], state[n]) for n in state)
+    # a pickle that holds code besides its tensors: one refusal, word for word, from every reader
+    torch.save({**state, "hook": Hook()}, tmp_path / "code.pt")
+    messages = set()
+    for read_it in (lambda: formats.read(tmp_path / "code.pt", r=2, alpha=4, targets="q,v"),
+                    lambda: formats.read_tensors(tmp_path / "code.pt"),
+                    lambda: init_from_adapter(model, tmp_path / "code.pt")):
+        with pytest.raises(ConfigError, match="holds pickled objects besides tensors, which are never loaded") as err:
+            read_it()
+        messages.add(str(err.value).removeprefix("method.init_adapter: "))
+    assert len(messages) == 1
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "gpt2.pt").read_bytes()[:200])
+    with pytest.raises(ConfigError, match="cut.pt is not a readable torch checkpoint"):
+        formats.read_tensors(tmp_path / "cut.pt")

@@ -1,8 +1,8 @@
 """Each GLUE task reads its original TSV layout offline and scores with the paper's metric (Table 2)."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from lora_repro.config import GlueTask, validated
 from lora_repro.metrics.glue import Glue
 from lora_repro.models import char_tokenizer
 from lora_repro.tasks.glue import SUBSETS, load
@@ -35,7 +35,7 @@ def write_glue(folder, subset, rows=ROWS):
 
 
 def task_cfg(subset, folder):
-    return OmegaConf.create({"name": "glue", "subset": subset, "data_dir": str(folder), "max_seq_len": 32})
+    return GlueTask(subset=subset, data_dir=str(folder), max_seq_len=32)
 
 
 @pytest.mark.parametrize("subset", sorted(SUBSETS))
@@ -54,8 +54,8 @@ def test_each_glue_task_loads_from_its_tsv_and_scores_with_its_metric(subset, tm
 
 
 def test_sample_limits_cut_train_and_dev_each_by_their_own_field(tmp_path):
-    cfg = OmegaConf.merge(task_cfg("sst2", write_glue(tmp_path, "sst2", rows=10)),
-                          {"max_train_samples": 8, "max_eval_samples": 3})
+    cfg = task_cfg("sst2", write_glue(tmp_path, "sst2", rows=10)).model_copy(
+        update={"max_train_samples": 8, "max_eval_samples": 3})
     data = load(cfg, char_tokenizer())
     assert len(data.train) == 8 and len(data.evals["validation"]) == 3
 
@@ -106,13 +106,13 @@ def test_bad_rows_skip_counts_and_reports_the_lines(tmp_path, caplog):
     folder = write_glue(tmp_path, "cola")  # CoLA: no header row, 4 fields
     rows = (folder / "train.tsv").read_text().splitlines()
     (folder / "train.tsv").write_text("\n".join(rows[:2] + ["gj04\t1\tbroken"] + rows[2:] + ["x\t0\t\tsome\tmore"]) + "\n")
-    cfg = OmegaConf.merge(task_cfg("cola", folder), {"bad_rows": "skip"})
+    cfg = task_cfg("cola", folder).model_copy(update={"bad_rows": "skip"})
     with caplog.at_level(logging.WARNING, logger="lora_repro"):
         data = load(cfg, char_tokenizer())
     assert len(data.train) == ROWS  # the 6 good rows, the 2 bad ones left out
     assert "skipped 2 malformed row(s) (field count is not 4), at line(s) 3, 8" in caplog.text
-    with pytest.raises(ValueError, match=r"task.bad_rows='maybe' .*valid choices: \['error', 'skip'\]"):
-        load(OmegaConf.merge(cfg, {"bad_rows": "maybe"}), char_tokenizer())
+    with pytest.raises(ValueError, match=r"task.bad_rows='maybe' is invalid: Input should be 'error' or 'skip'"):
+        validated(GlueTask, {**cfg.model_dump(), "bad_rows": "maybe"}, "task")
 
 
 @pytest.mark.real

@@ -4,20 +4,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import SHARED, tiny
+from lora_repro.config import LoraMethod
+from lora_repro.errors import ConfigError
 from lora_repro.init_adapter import init_from_adapter
 from lora_repro.methods import apply_method
 from lora_repro.record import save_adapter
 
-LORA = OmegaConf.create({"name": "lora", "targets": ["q", "v"], "r": 4, "alpha": 8, "dropout": 0.0})
+LORA = LoraMethod(targets=["q", "v"], r=4, alpha=8, dropout=0.0)
 RELEASED = SHARED / "checkpoints" / "microsoft-lora" / "roberta_base_lora_mnli.bin"
 
 
 def lora_model(num_labels: int, seed: int = 0, **method):
     model = tiny("roberta", num_labels=num_labels, seed=seed)
-    return apply_method(model, OmegaConf.merge(LORA, method))
+    return apply_method(model, LORA.model_copy(update=method))
 
 
 def trained_adapter(folder: Path, num_labels: int = 3) -> dict[str, torch.Tensor]:
@@ -76,7 +77,7 @@ def test_an_adapter_that_does_not_fit_names_the_tensor(tmp_path):
         init_from_adapter(lora_model(3, r=2), tmp_path / "run")
     with pytest.raises(ValueError, match=r"lacks 4 of the method's trainable tensors, e\.g\. \S+key\.lora_A"):
         init_from_adapter(lora_model(3, targets=["q", "k", "v"]), tmp_path / "run")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="method.init_adapter: adapter .*nowhere does not exist"):
         init_from_adapter(lora_model(3), tmp_path / "nowhere")
     (tmp_path / "peft").mkdir()
     (tmp_path / "peft" / "adapter_config.json").write_text("{}")
@@ -129,7 +130,7 @@ def test_the_released_roberta_base_mnli_checkpoint_starts_an_stsb_run():
     from transformers import RobertaConfig, RobertaForSequenceClassification
     torch.manual_seed(0)  # RoBERTa-base's shapes (random weights: no hub here), STS-B's 1-output head
     config = RobertaConfig(vocab_size=64, num_labels=1, max_position_embeddings=66)
-    model = apply_method(RobertaForSequenceClassification(config), OmegaConf.merge(LORA, {"r": 8, "alpha": 16}))
+    model = apply_method(RobertaForSequenceClassification(config), LORA.model_copy(update={"r": 8, "alpha": 16}))
     released = torch.load(RELEASED, weights_only=True, map_location="cpu")
     done = init_from_adapter(model, RELEASED)
     assert done["tensors_loaded"] == 48 and done["head"] == "reinitialised"  # 12 layers x (q, v) x (A, B)
@@ -158,3 +159,25 @@ def test_the_mnli_init_sweep_chains_mnli_then_mrpc_rte_stsb(tmp_path):
         assert r["init_adapter"] == {"path": str(tmp_path / "sweep" / "0"), "tensors_loaded": 8,
                                      "head": "reinitialised"}
         assert r["config"]["train"]["lr"] in (4e-4, 5e-4)  # the paper file of the task applied (Table 9)
+
+
+def test_mnli_init_of_deberta_carries_the_trained_pooler_and_renews_only_the_classifier(tmp_path):
+    # the reference's --lora_path start loads split_lora.py's file: LoRA tensors and every non-backbone tensor, so
+    # DeBERTa's pooler (trained with LoRA, not label-shaped) moves from MNLI; the classifier is new for STS-B
+    def deberta(num_labels, seed):
+        return apply_method(tiny("deberta-v2", num_labels=num_labels, seed=seed), LORA)
+    mnli = deberta(3, seed=7)
+    torch.manual_seed(7)
+    for p in (p for p in mnli.parameters() if p.requires_grad):
+        p.data.normal_()
+    (tmp_path / "mnli").mkdir()
+    save_adapter(tmp_path / "mnli" / "adapter.safetensors", mnli, {}, {"method": "lora"})
+    stsb = deberta(1, seed=0)
+    fresh_classifier = stsb.classifier.weight.clone()
+    done = init_from_adapter(stsb, tmp_path / "mnli")
+    assert done["head"] == "reinitialised" and done["tensors_loaded"] == 8 + 2  # 2 layers x (q, v) x (A, B); pooler
+    assert torch.equal(stsb.pooler.dense.weight, mnli.pooler.dense.weight)
+    assert torch.equal(stsb.classifier.weight, fresh_classifier)
+    same = deberta(3, seed=0)
+    assert init_from_adapter(same, tmp_path / "mnli", keep_head=True)["tensors_loaded"] == 8 + 2 + 2
+    assert torch.equal(same.classifier.weight, mnli.classifier.weight)

@@ -4,10 +4,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import tiny
+from lora_repro.config import LoraMethod
+from lora_repro.errors import ConfigError
 from lora_repro.lora import (LoRALinear, apply_lora, load_lora, lora_layers, lora_state_dict, merge_lora, save_lora,
                              unmerge_lora)
 from lora_repro.methods import apply_method
-from omegaconf import OmegaConf
 
 IDS = torch.randint(5, 100, (3, 7), generator=torch.Generator().manual_seed(0))
 
@@ -64,10 +65,23 @@ def test_unmerge_restores_w0(kind):
 
 def test_merged_layer_runs_a_plain_linear():
     layer = randomize_b(apply_lora(tiny("bert"), targets=["q"], r=4)).bert.encoder.layer[0].attention.self.query
-    merge_lora(layer)
+    merge_lora(layer.eval())
     x = torch.randn(2, 32)
     assert layer.merged
     torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+
+
+def test_a_merged_model_refuses_to_train_until_unmerged():
+    # W = W0 + BA carries the update; a training step on it would leave A, B without gradient (merge is for inference)
+    model = randomize_b(apply_lora(tiny("bert"), targets=["q"], r=4))
+    merge_lora(model).train()
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(RuntimeError, match=r"training a merged LoRA layer.*call unmerge_lora\(model\)"):
+        model(input_ids=ids).logits.sum().backward()
+    with torch.no_grad():
+        model(input_ids=ids)  # inference on the merged model, train mode or not
+    unmerge_lora(model)(input_ids=ids).logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if ".lora_" in n)
 
 
 def test_only_lora_weights_train_and_w0_is_frozen():
@@ -109,7 +123,7 @@ def test_r_larger_than_the_layer_is_refused():
 
 
 def test_save_load_round_trips_and_holds_only_adapter_tensors(tmp_path):
-    spec = OmegaConf.create({"name": "lora", "targets": ["q", "v"], "r": 4, "alpha": 8, "dropout": 0.0})
+    spec = LoraMethod(targets=["q", "v"], r=4, alpha=8, dropout=0.0)
     model = randomize_b(apply_method(tiny("bert"), spec))
     save_lora(model, tmp_path / "a.safetensors", {"r": 4})
     saved = load_file(tmp_path / "a.safetensors")
@@ -161,5 +175,5 @@ def test_a_corrupted_adapter_file_is_an_error(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_lora(apply_lora(tiny("bert"), targets=["q"], r=4), path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_lora(apply_lora(tiny("bert"), targets=["q"], r=4), tmp_path / "missing.safetensors")

@@ -1,10 +1,10 @@
 """Trainable-parameter counts equal the paper's closed forms (head excluded, as Tables 2 and 3 count)."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, RobertaConfig
 
 from conftest import tiny
+from lora_repro.config import from_hydra, method_config
 from lora_repro.methods import apply_method, count_head, count_trainable
 
 ROBERTA_BASE = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)
@@ -14,7 +14,7 @@ GPT2_MEDIUM = GPT2Config(n_embd=1024, n_layer=24, n_head=16)
 
 
 def lora(targets=("q", "v"), r=8, alpha=16):
-    return OmegaConf.create({"name": "lora", "targets": list(targets), "r": r, "alpha": alpha, "dropout": 0.0})
+    return method_config({"name": "lora", "targets": list(targets), "r": r, "alpha": alpha, "dropout": 0.0})
 
 
 def on_meta(config, auto=AutoModelForSequenceClassification):
@@ -41,7 +41,7 @@ def test_gpt2_medium_lora_count_is_393216_not_the_printed_035m():
 
 
 def test_full_fine_tuning_trains_everything_but_counts_the_head_apart():
-    model = apply_method(tiny("bert"), OmegaConf.create({"name": "full"}))
+    model = apply_method(tiny("bert"), method_config({"name": "full"}))
     total = sum(p.numel() for p in model.parameters())
     assert count_trainable(model) + count_head(model) == total
     assert count_head(model) == 32 * 2 + 2
@@ -55,7 +55,7 @@ def test_the_task_head_trains_under_lora():
 
 def test_an_unknown_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"method.name='lora2'.*'full', 'lora'"):
-        apply_method(tiny("bert"), OmegaConf.create({"name": "lora2"}))
+        method_config({"name": "lora2"})
 
 
 def composed(other: str, **prefix):
@@ -65,7 +65,7 @@ def composed(other: str, **prefix):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"method=lora+{other}", "method.lora.r=4",
                                            *(f"method.{other}.{k}={v}" for k, v in prefix.items())])
-    return cfg.method
+    return from_hydra(cfg).method
 
 
 @pytest.mark.parametrize("other, per_layer", [("prefix_embed", False), ("prefix_layer", True)])
@@ -113,6 +113,6 @@ def test_lora_with_prefix_saves_loads_and_merges_only_lora(other, tmp_path):
 
 def test_a_composition_of_an_unknown_method_lists_the_choices():
     with pytest.raises(ValueError, match=r"method.name='lora\+prefix' is not a method; valid choices: .*joined by \+"):
-        apply_method(tiny("bert"), OmegaConf.create({"name": "lora+prefix"}))
+        method_config({"name": "lora+prefix"})
     with pytest.raises(ValueError, match=r"method.lora \(that method's config\) is absent"):
-        apply_method(tiny("bert"), OmegaConf.create({"name": "lora+bitfit", "bitfit": {"name": "bitfit"}}))
+        method_config({"name": "lora+bitfit", "bitfit": {"name": "bitfit"}})

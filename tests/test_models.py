@@ -1,17 +1,17 @@
 """Backbones: a tiny model's W0 is fixed by model.init_seed; its task head is drawn from the run's seed."""
 import torch
-from omegaconf import OmegaConf
 
+from lora_repro.config import ModelConfig
 from lora_repro.models import load_model
 
-TINY_BERT = OmegaConf.create({"name": "tiny", "path": None, "init_seed": 0, "config": {
+TINY_BERT = dict(name="tiny", path=None, init_seed=0, config={
     "model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "intermediate_size": 64}})
+    "intermediate_size": 64})
 
 
 def build(seed: int, fresh_head: bool = True, **model):
     torch.manual_seed(seed)  # what run.py's seed_everything(cfg.seed) does before model creation
-    return load_model(OmegaConf.merge(TINY_BERT, model), "classification", 3, fresh_head=fresh_head).state_dict()
+    return load_model(ModelConfig(**{**TINY_BERT, **model}), "classification", 3, fresh_head=fresh_head).state_dict()
 
 
 def test_two_seeds_give_two_heads_on_the_same_w0():

@@ -19,8 +19,10 @@ NAMES = ("prefix_embed", "prefix_layer")
 
 
 def method(name: str, **overrides):
-    """conf/method/<name>.yaml, as Hydra would compose it, with overrides."""
-    return OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "method" / f"{name}.yaml"), overrides)
+    """conf/method/<name>.yaml, as Hydra composes it (the typed method config), with overrides."""
+    from lora_repro.config import compose, validated
+    composed = compose(f"method={name}").method
+    return validated(type(composed), {**composed.model_dump(), **overrides}, "method")
 
 
 def batch(kind: str, causal: bool = False) -> dict:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lora_repro.validate import validate
+from lora_repro.config import from_hydra
+from lora_repro.errors import ConfigError
 from test_glue import write_glue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,8 +18,9 @@ QUICK = ["task.n_train=256", "task.n_eval=64", "train.epochs=1"]
 
 
 def config(*overrides):
+    """The run's typed config (lora_repro.config.RunConfig), composed and validated as python -m lora_repro.run does."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return from_hydra(compose("config", overrides=list(overrides)))
 
 
 def cli(*args, env=None):
@@ -32,37 +34,37 @@ def cli(*args, env=None):
     (["method.name=lora2"], r"method.name='lora2' .*valid choices: \[.*'full'.*'lora'.*\]"),
     (["method.targets=[q,x]"], r"method.targets=\['q', 'x'\] .*valid choices: \['q', 'k', 'v', 'o', 'mlp'\]"),
     (["method.targets=[]"], r"method.targets=\[\] .*valid choices: \['q', 'k', 'v', 'o', 'mlp'\]"),
-    (["method.r=0"], r"method.r=0 .*valid choices: an integer >= 1"),
+    (["method.r=0"], r"method.r=0 is invalid: Input should be greater than or equal to 1"),
     (["method.r=65"], r"method.r=65 is larger than the model allows: .* 64 wide, so valid choices are 1..64"),
-    (["method.r=1.5"], r"method.r=1.5 .*valid choices: an integer >= 1"),
-    (["method.alpha=0"], r"method.alpha=0 .*valid choices: a number > 0"),
-    (["method.dropout=1.0"], r"method.dropout=1.0 .*valid choices: a number in \[0, 1\)"),
-    (["method.init=xavier"], r"method.init='xavier' .*valid choices: \['kaiming', 'gaussian', 'normal'\]"),
-    (["task.name=squad"], r"task.name='squad' .*valid choices: \['glue', 'synthetic', 'e2e'\]"),
-    (["task=glue/sst2", "task.subset=sst3"], r"task.subset='sst3' .*valid choices: \['cola', 'sst2', 'mrpc'"),
+    (["method.r=1.5"], r"method.r=1.5 is invalid: Input should be a valid integer"),
+    (["method.alpha=0"], r"method.alpha=0 is invalid: Input should be greater than 0"),
+    (["method.dropout=1.0"], r"method.dropout=1.0 is invalid: Input should be less than 1"),
+    (["method.init=xavier"], r"method.init='xavier' is invalid: Input should be 'kaiming', 'gaussian' or 'normal'"),
+    (["task.name=squad"], r"task.name='squad' is not a task; valid choices: \['e2e', 'glue', 'synthetic'\]"),
+    (["task=glue/sst2", "task.subset=sst3"], r"task.subset='sst3' is invalid: Input should be 'cola', 'sst2', 'mrpc'"),
 ])
 def test_bad_field_names_the_field_and_its_valid_choices(overrides, message):
     with pytest.raises(ValueError, match=message):
-        validate(config(*overrides))
+        config(*overrides)
 
 
 def test_the_default_and_a_full_ft_config_are_valid(tmp_path):
-    validate(config())
-    validate(config("method=full"))  # no r, alpha or targets to check
-    validate(config("task=glue/mnli", f"task.data_dir={write_glue(tmp_path / 'MNLI', 'mnli', rows=4)}"))
+    config()
+    config("method=full")  # no r, alpha or targets to check
+    config("task=glue/mnli", f"task.data_dir={write_glue(tmp_path / 'MNLI', 'mnli', rows=4)}")
 
 
 def test_model_path_without_config_json_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"model.path='.*' is not a Hugging Face model folder .*valid choices"):
-        validate(config(f"model.path={tmp_path}"))
+        config(f"model.path={tmp_path}")
 
 
 def test_glue_data_dir_must_hold_the_subsets_tsv_files(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence1\tsentence2\tgold_label\n")
     with pytest.raises(ValueError, match=r"task.data_dir=.* lacks \['dev_matched.tsv', 'dev_mismatched.tsv'\]"):
-        validate(config("task=glue/mnli", f"task.data_dir={tmp_path}"))
-    with pytest.raises(FileNotFoundError, match=r"task.data_dir=.* is not a folder; .*\['train.tsv', 'dev.tsv'\]"):
-        validate(config("task=glue/sst2", f"task.data_dir={tmp_path / 'absent'}"))
+        config("task=glue/mnli", f"task.data_dir={tmp_path}")
+    with pytest.raises(ConfigError, match=r"task.data_dir=.* is not a folder; .*\['train.tsv', 'dev.tsv'\]"):
+        config("task=glue/sst2", f"task.data_dir={tmp_path / 'absent'}")
 
 
 def test_cli_user_error_is_one_line_without_traceback_and_no_metrics(tmp_path):
@@ -114,7 +116,7 @@ def build(cfg):
     from lora_repro.tasks import load_task, num_labels
     from lora_repro.train import seed_everything
     torch.manual_seed(0)
-    model = load_model(cfg.model, "classification", num_labels(cfg.task), cfg.task.get("problem_type"))
+    model = load_model(cfg.model, "classification", num_labels(cfg.task), getattr(cfg.task, "problem_type", None))
     data = load_task(cfg.task, model, None)
     seed_everything(int(cfg.seed))
     return apply_method(model, cfg.method), data

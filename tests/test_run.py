@@ -63,9 +63,12 @@ def test_the_papers_table9_hyperparameters_apply_to_their_model_and_task():
 
 
 def compose_run(*overrides, hydra=False):
+    """The typed run config (files it names not checked); hydra=True: Hydra's own, with its hydra node."""
     from hydra import compose, initialize_config_dir
+    from lora_repro.config import RunConfig, resolved, validated
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    return cfg if hydra else validated(RunConfig, resolved(cfg))
 
 
 def test_the_run_seed_draws_the_head_and_lora_and_repeats_a_run_bit_for_bit(tmp_path):

@@ -14,14 +14,13 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from lora_repro import distributed
 from lora_repro.results import collect, summarize
 from lora_repro.run import run
-from lora_repro.validate import validate
+from lora_repro.config import from_hydra
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["task.n_train=256", "task.n_eval=64", "train.epochs=1"]
@@ -50,7 +49,7 @@ def test_two_ddp_processes_train_what_one_process_with_twice_the_accumulation_do
     args = [*QUICK, "train.epochs=2", "train.batch_size=16", "train.log_every=2"]
     cli("lora_repro.run", *args, "train.global_batch_size=32", f"hydra.run.dir={tmp_path / 'ddp'}",
         launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"))
-    one = run(config(*args, "train.grad_accum=2"), tmp_path)  # the same global batch of 32, in one process
+    one = run(from_hydra(config(*args, "train.grad_accum=2")), tmp_path)  # the same global batch of 32, in one process
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["steps"] == one["steps"] == 2 * 256 // 32
     assert (ddp["world_size"], ddp["grad_accum"], one["world_size"], one["grad_accum"]) == (2, 1, 1, 2)
@@ -72,7 +71,7 @@ def test_two_ddp_processes_train_the_last_partial_step_as_one_process_does(tmp_p
     args = ["task.n_train=200", "task.n_eval=64", "train.epochs=2", "train.batch_size=16"]
     cli("lora_repro.run", *args, "train.global_batch_size=32", f"hydra.run.dir={tmp_path / 'ddp'}",
         launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"))
-    one = run(config(*args, "train.grad_accum=2"), tmp_path)
+    one = run(from_hydra(config(*args, "train.grad_accum=2")), tmp_path)
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["steps"] == one["steps"] == 2 * 7
     ours, theirs = load_file(tmp_path / "ddp" / "adapter.safetensors"), load_file(tmp_path / "adapter.safetensors")
@@ -82,14 +81,14 @@ def test_two_ddp_processes_train_the_last_partial_step_as_one_process_does(tmp_p
 
 
 def test_global_batch_size_fixes_the_step_whatever_the_world_size():
-    train = config("train.batch_size=16", "train.global_batch_size=128").train
+    train = from_hydra(config("train.batch_size=16", "train.global_batch_size=128")).train
     assert [distributed.grad_accum(train, world) for world in (1, 2, 8)] == [8, 4, 1]
     assert distributed.grad_accum(config("train.grad_accum=3").train, 4) == 3  # null global: grad_accum as given
     with pytest.raises(ValueError, match=r"train.global_batch_size=48 .* train.batch_size \(16, per device\) x 2 "
                                          r"processes; valid choices: multiples of 32"):
-        distributed.grad_accum(OmegaConf.merge(train, {"global_batch_size": 48}), 2)
+        distributed.grad_accum(train.model_copy(update={"global_batch_size": 48}), 2)
     with pytest.raises(ValueError, match=r"train.global_batch_size=40"):
-        validate(config("train.global_batch_size=40"))  # the synthetic task's batch_size is 32
+        from_hydra(config("train.global_batch_size=40"))  # the synthetic task's batch_size is 32
     paper = config("model=roberta-base", "task=glue/mrpc").train
     assert paper.global_batch_size == 8 * paper.batch_size  # Table 9's batch is per GPU, on 8 GPUs
 

@@ -6,6 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import tiny
+from lora_repro.config import from_hydra
 from lora_repro.analysis.subspace import (adapter_matrices, planted_delta, random_gaussian, similarity_grid,
                                           subspace_similarity)
 from lora_repro.lora import apply_lora, lora_layers, save_lora
@@ -129,7 +130,7 @@ def test_learned_a_aligns_with_the_planted_update(tmp_path):
     # the learned A (r=8) lies in ΔW*'s row space, far above a random Gaussian matrix (expected phi = 4/64).
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["task.n_train=2048", "train.epochs=3", "device=cpu", "method.r=8"])
-    record = run(cfg, tmp_path)
+    record = run(from_hydra(cfg), tmp_path)
     assert record["metrics"]["r2"] > 0.5
     path = tmp_path / "adapter.safetensors"
     A, B = adapter_matrices(path, 0, "v")

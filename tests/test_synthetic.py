@@ -1,12 +1,11 @@
 """The planted task has ground truth: ΔW* has the planted rank and size, and only it separates teacher and student."""
 import torch
-from omegaconf import OmegaConf
-
 from conftest import tiny
+from lora_repro.config import SyntheticTask
 from lora_repro.tasks.synthetic import load, plant
 
-CFG = OmegaConf.create({"num_labels": 2, "n_train": 64, "n_eval": 32, "seq_len": 8, "planted_rank": 3,
-                        "planted_targets": ["q", "v"], "planted_scale": 0.5, "data_seed": 7})
+CFG = SyntheticTask(num_labels=2, n_train=64, n_eval=32, seq_len=8, planted_rank=3, planted_targets=["q", "v"],
+                    planted_scale=0.5, data_seed=7)
 
 
 def test_planted_delta_has_the_planted_rank_and_relative_size():

@@ -3,6 +3,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lora_repro.config import from_hydra
 from lora_repro.formats import read
 from lora_repro.lora import read_adapter
 from lora_repro.methods import apply_method
@@ -13,7 +14,7 @@ from test_reliability import ROOT, build
 
 def config(*overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return from_hydra(compose("config", overrides=list(overrides)))
 
 
 def test_rte_base_last_partial_step_is_weighted_by_its_examples():

@@ -5,8 +5,11 @@ import json
 from pathlib import Path
 
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from lora_repro.analysis.subspace import subspace_similarity
+from lora_repro.config import RunConfig, validated
+from lora_repro.formats import FUSED
 from lora_repro.models import load_model
 from lora_repro.tasks import head
 
@@ -60,11 +63,19 @@ def init_drift(A0, A) -> dict[str, float]:
             "a_init_overlap": subspace_similarity(A0, A, r, r), "a_init_chance": r / A.shape[1]}
 
 
-def frozen_weight(run_dir: str | Path, module: str) -> torch.Tensor:
-    """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it."""
-    config = json.loads((Path(run_dir) / "metrics.json").read_text())["config"]
-    model = load_model(config["model"], *head(config["task"]))
-    layer = model.get_submodule(module)
-    if not isinstance(layer, torch.nn.Linear):
-        raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt only for nn.Linear weights")
-    return layer.weight.detach()
+def frozen_weight(run_dir: str | Path, module: str, slice_index: int | None = None) -> torch.Tensor:
+    """A run's frozen W0 (d_out, d_in) of one module, rebuilt from its config as lora_repro/run.py builds it; of a
+    fused q/k/v module (GPT-2's c_attn, a Conv1D storing W as (d_in, 3 d)), the rows of slice `slice_index`."""
+    run = validated(RunConfig, json.loads((Path(run_dir) / "metrics.json").read_text())["config"])
+    layer = load_model(run.model, *head(run.task)).get_submodule(module)
+    if isinstance(layer, Conv1D):
+        W = layer.weight.detach().T  # (d_out, d_in)
+    elif isinstance(layer, torch.nn.Linear):
+        W = layer.weight.detach()
+    else:
+        raise ValueError(f"{module} is a {type(layer).__name__}; W0 is rebuilt for nn.Linear and Conv1D weights")
+    fused = next((names for path, names in FUSED.values() if module.endswith("." + path)), None)
+    if fused is None or slice_index is None:
+        return W
+    d = W.shape[0] // len(fused)
+    return W[slice_index * d:(slice_index + 1) * d]

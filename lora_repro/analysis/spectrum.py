@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from lora_repro.analysis.subspace import grid_of_directions
+from lora_repro.errors import cli
 from lora_repro.formats import Adapter, block_site, read
 from lora_repro.targets import ARCHITECTURES
 
@@ -149,4 +150,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lora_repro.errors import ConfigError, cli
 from lora_repro.results import collect, paper_stat
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
@@ -103,9 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     table = side_by_side(collect(args.runs), args.table, args.paper_model)
     if table.empty:
-        raise SystemExit(f"none of the runs under {args.runs} match a row of table {args.table}")
+        raise ConfigError(f"none of the runs under {args.runs} match a row of table {args.table}")
     print(table.to_string(index=False, float_format="%.4f"))
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)()

@@ -9,19 +9,16 @@ sequences) unless --grid paper.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import torch
 import torch.nn as nn
-from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2Model
 
 from lora_repro.bench.machine import machine
 from lora_repro.bench.timing import paired_ratio, time_round_robin
 from lora_repro.lora import apply_lora, merge_lora
+from lora_repro.config import compose
 from lora_repro.methods import apply_method
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
 
 PAPER_GRID = ((32, 512), (16, 256), (1, 128))
 CPU_GRID = ((1, 8), (1, 32), (1, 128))  # batch 1 / short sequences: where adapters' extra sequential work shows
@@ -45,8 +42,8 @@ def latency_models(layers: int | None, device: torch.device) -> dict[str, nn.Mod
         return model
 
     models = {"base": fresh(), "lora_merged": merge_lora(lora()), "lora_unmerged": lora(),
-              "adapter_l": apply_method(fresh(), OmegaConf.load(CONF / "adapter_l.yaml")),
-              "adapter_h": apply_method(fresh(), OmegaConf.load(CONF / "adapter_h.yaml"))}
+              "adapter_l": apply_method(fresh(), compose("method=adapter_l").method),  # conf/method/adapter_l.yaml
+              "adapter_h": apply_method(fresh(), compose("method=adapter_h").method)}
     return {k: m.to(device).eval() for k, m in models.items()}
 
 

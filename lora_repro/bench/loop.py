@@ -23,12 +23,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from omegaconf import OmegaConf
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           Trainer, TrainerCallback, TrainingArguments)
 
 from lora_repro.bench.machine import machine, require_peft
 from lora_repro.bench.timing import median_ci, sync
+from lora_repro.config import GlueTask, LoraMethod, TrainConfig
+from lora_repro.errors import ConfigError
 from lora_repro.methods import apply_method
 from lora_repro.models import char_tokenizer
 from lora_repro.tasks import TaskData
@@ -78,12 +79,12 @@ def build(preset: dict) -> tuple[torch.nn.Module, TaskData]:
         return model, generated_task(preset, config.vocab_size)
     for key in ("model_dir", "data_dir"):
         if not Path(preset[key]).is_dir():
-            raise FileNotFoundError(f"--{key.replace('_', '-')} {preset[key]} is not a folder; the {preset['data']} "
-                                    "loop needs a local Hugging Face model folder and the GLUE SST-2 TSVs")
+            raise ConfigError(f"--{key.replace('_', '-')} {preset[key]} is not a folder; the {preset['data']} "
+                              "loop needs a local Hugging Face model folder and the GLUE SST-2 TSVs")
     from lora_repro.tasks.glue import load
     model = AutoModelForSequenceClassification.from_pretrained(preset["model_dir"], num_labels=2)
-    task = OmegaConf.create(dict(subset="sst2", data_dir=preset["data_dir"], max_train_samples=preset["examples"],
-                                 max_eval_samples=64, max_seq_len=preset["seq"], data_seed=0))  # eval: untimed
+    task = GlueTask(subset="sst2", data_dir=preset["data_dir"], max_train_samples=preset["examples"],
+                    max_eval_samples=64, max_seq_len=preset["seq"], data_seed=0)  # eval: untimed
     return model, load(task, AutoTokenizer.from_pretrained(preset["model_dir"]))
 
 
@@ -97,18 +98,18 @@ def schedule(preset: dict) -> dict:
 def ours_model(template: torch.nn.Module, preset: dict) -> torch.nn.Module:
     """Our LoRA on q, v of a copy of the template, as lora_repro.run applies it (the head trains); A seeded."""
     torch.manual_seed(1)
-    return apply_method(copy.deepcopy(template), OmegaConf.create(
-        dict(name="lora", targets=["q", "v"], r=preset["r"], alpha=2 * preset["r"], dropout=0.0)))
+    return apply_method(copy.deepcopy(template),
+                        LoraMethod(targets=["q", "v"], r=preset["r"], alpha=2 * preset["r"], dropout=0.0))
 
 
 def run_ours(template: torch.nn.Module, data: TaskData, preset: dict, device: torch.device) -> dict:
     """lora_repro.train.train on our LoRA model; epoch seconds, loss log, steps."""
     model, s = ours_model(template, preset), schedule(preset)
-    cfg = OmegaConf.create(dict(epochs=s["epochs"], batch_size=s["batch_size"], grad_accum=1, global_batch_size=None,
-                                eval_batch_size=64, lr=s["lr"], warmup_ratio=0.0, warmup_steps=s["warmup_steps"],
-                                weight_decay=s["weight_decay"], max_grad_norm=s["max_grad_norm"],
-                                adam_eps=1e-8, precision="bf16",  # Trainer's adam_epsilon; bf16 autocast on CUDA
-                                log_every=s["log_every"], checkpoint_every=0, data_order_seed=0, eval_each_epoch=False))
+    cfg = TrainConfig(epochs=s["epochs"], batch_size=s["batch_size"], grad_accum=1, global_batch_size=None,
+                      eval_batch_size=64, lr=s["lr"], warmup_ratio=0.0, warmup_steps=s["warmup_steps"],
+                      weight_decay=s["weight_decay"], max_grad_norm=s["max_grad_norm"],
+                      adam_eps=1e-8, precision="bf16",  # Trainer's adam_epsilon; bf16 autocast on CUDA
+                      log_every=s["log_every"], checkpoint_every=0, data_order_seed=0, eval_each_epoch=False)
     records: list[dict] = []
     start = time.perf_counter()
     out = train(model, data, cfg, device, records.append)

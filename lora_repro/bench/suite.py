@@ -17,6 +17,7 @@ from lora_repro.bench.latency import print_latency, run_latency
 from lora_repro.bench.loop import print_loop, run_loop
 from lora_repro.bench.machine import machine
 from lora_repro.bench.step import print_train, run_train
+from lora_repro.errors import ConfigError
 from lora_repro.train import peak_memory_mb
 
 # What each part runs: train presets (lora_repro.bench.step), the latency grid, the loop preset (loop.py), and the
@@ -46,8 +47,8 @@ def versions() -> dict:
 def run_suite(device: torch.device, smoke: bool = False) -> dict:
     """Train-step, latency and loop comparisons on one device, their ratios, peak memory and timings of each part."""
     if not smoke and device.type != "cuda":
-        raise ValueError(f"bench suite without --smoke runs the GPU shapes (RoBERTa-base, GPT-2 medium, the paper's "
-                         f"latency grid) and needs a CUDA device; this one is {device}. On CPU: bench suite --smoke")
+        raise ConfigError(f"bench suite without --smoke runs the GPU shapes (RoBERTa-base, GPT-2 medium, the paper's "
+                          f"latency grid) and needs a CUDA device; this one is {device}. On CPU: bench suite --smoke")
     parts, wall = PARTS["smoke" if smoke else "gpu"], {}
     counts = parts["counts"]
     if device.type == "cuda":

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from lora_repro import schema
 from lora_repro.methods import adapters, bitfit, full, lora, prefix, top_k
 from lora_repro.models import is_head
 
@@ -13,37 +12,12 @@ METHODS = {"full": full.apply, "lora": lora.apply, "ft_top2": top_k.apply, "ft_t
            "prefix_embed": prefix.apply_embed, "prefix_layer": prefix.apply_layer}
 
 
-def method_size(method_cfg) -> int | None:
-    """The knob that sets a method's size (one results cell per size, joined to the paper row of that size): the
-    adapter bottleneck, the number of prefix + infix tokens, the top-k blocks, LoRA's r (a composition's: its LoRA
-    part's); None for full FT, BitFit."""
-    method = schema.method_config(method_cfg)
-    if isinstance(method, schema.AdapterMethod):
-        return method.bottleneck
-    if isinstance(method, schema.PrefixMethod):
-        return method.prefix_len + method.infix_len
-    if isinstance(method, schema.TopKMethod):
-        return method.k
-    if isinstance(method, (schema.LoraMethod, schema.ComposedMethod)):
-        return method.r
-    return None
-
-
-def lora_knobs(method_cfg) -> dict:
-    """r, alpha and targets of a method with LoRA in it (recorded with the run, its adapter and its name); None
-    each for the others."""
-    method = schema.method_config(method_cfg)
-    if isinstance(method, (schema.LoraMethod, schema.ComposedMethod)):
-        return {"r": method.r, "alpha": method.alpha, "targets": method.targets}
-    return {"r": None, "alpha": None, "targets": None}
-
-
-def apply_method(model: nn.Module, method_cfg) -> nn.Module:
-    """Apply method_cfg.name to the model in place (freezing what it freezes), then unfreeze the task head.
-    A composition (method.name=A+B, e.g. lora+prefix_embed) applies method.A, then method.B; what any part trains
-    stays trainable (each part freezes the rest)."""
+def apply_method(model: nn.Module, method) -> nn.Module:
+    """Apply the method (a lora_repro.config method config) to the model in place, freezing what it freezes, then
+    unfreeze the task head. A composition (method.name=A+B, e.g. lora+prefix_embed) applies method.A, then method.B;
+    what any part trains stays trainable (each part freezes the rest)."""
     trainable: set[int] = set()
-    for part in schema.check_method(method_cfg):
+    for part in method.parts:
         METHODS[part.name](model, part)
         trainable |= {id(p) for p in model.parameters() if p.requires_grad}
     for param_name, p in model.named_parameters():

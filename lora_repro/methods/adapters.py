@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 from transformers.activations import ACT2FN
 
-from lora_repro import schema
 from lora_repro.targets import ARCHITECTURES, architecture, block_lists
 
 # Where an adapter may sit, per architecture, as paths inside one block (from targets.ARCHITECTURES):
@@ -50,21 +48,20 @@ def site_paths(kind: str) -> dict[str, str]:
     return {"attention": table["o"], "ffn": table["mlp"][-1]}
 
 
-def dropped_blocks(cfg: schema.AdapterMethod, n_blocks: int) -> int:
+def dropped_blocks(cfg, n_blocks: int) -> int:
     """How many of the lowest blocks get no adapter: method.drop_layers if set (an error if it leaves none), else
     method.drop_fraction of the depth, rounded and capped at n_blocks - 1 (AdapterDrop's 5 of 12 fits any depth)."""
     drop = cfg.drop_layers
     if drop is None:
         return min(round(cfg.drop_fraction * n_blocks), n_blocks - 1)
-    if drop >= n_blocks:  # the schema keeps it an integer >= 0; the depth is the model's
+    if drop >= n_blocks:  # the config keeps it an integer >= 0; the depth is the model's
         raise ValueError(f"method.drop_layers={drop!r} must leave at least one of the {n_blocks} blocks with "
                          f"adapters; valid choices: 0..{n_blocks - 1}, or null for method.drop_fraction of them")
     return drop
 
 
-def apply(model: nn.Module, cfg: DictConfig | schema.AdapterMethod) -> nn.Module:
+def apply(model: nn.Module, cfg) -> nn.Module:
     """Freeze the backbone and add an adapter after each of method.sites in every block above method.drop_layers."""
-    cfg = schema.typed(schema.AdapterMethod, cfg, "method")
     kind = architecture(model)
     if kind not in SUPPORTED:
         raise ValueError(f"method.name={cfg.name!r} has no adapter placement for architecture {kind!r}; "

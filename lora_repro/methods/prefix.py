@@ -5,9 +5,7 @@ import inspect
 
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig
 
-from lora_repro import schema
 from lora_repro.targets import architecture, block_lists
 
 # Where the special tokens go, per architecture: GPT-2 gets them at the front ("prefix" = prepended); BERT/RoBERTa
@@ -144,13 +142,13 @@ def _overwrite_layer(block: nn.Module, args: tuple):
 
 
 def check_lengths(prefix_len: int, infix_len: int) -> None:
-    """At least one special token (the schema keeps each length >= 0): checked before a run (validate.py) and here."""
+    """At least one special token (the config keeps each length >= 0): checked by the config and here."""
     if prefix_len + infix_len < 1:
         raise ValueError(f"method.prefix_len={prefix_len} with method.infix_len={infix_len} is invalid; valid choices: "
                          f"l_p + l_i >= 1 (Sec. 5.1), e.g. method.prefix_len=10")
 
 
-def _lengths(cfg: schema.PrefixMethod, kind: str) -> tuple[int, int]:
+def _lengths(cfg, kind: str) -> tuple[int, int]:
     check_lengths(cfg.prefix_len, cfg.infix_len)
     if cfg.infix_len and kind not in INFIX_OK:
         raise ValueError(f"method.infix_len={cfg.infix_len} is supported only for {list(INFIX_OK)}, not {kind!r}; "
@@ -158,8 +156,7 @@ def _lengths(cfg: schema.PrefixMethod, kind: str) -> tuple[int, int]:
     return cfg.prefix_len, cfg.infix_len
 
 
-def _apply(model: nn.Module, cfg: DictConfig | schema.PrefixMethod, mode: str) -> nn.Module:
-    cfg = schema.typed(schema.PrefixMethod, cfg, "method")
+def _apply(model: nn.Module, cfg, mode: str) -> nn.Module:
     kind = architecture(model)
     if kind not in INSERT_AT:
         raise ValueError(f"method.name={cfg.name!r} has no token placement for architecture {kind!r}; "
@@ -183,11 +180,11 @@ def _apply(model: nn.Module, cfg: DictConfig | schema.PrefixMethod, mode: str) -
     return model
 
 
-def apply_embed(model: nn.Module, cfg: DictConfig) -> nn.Module:
+def apply_embed(model: nn.Module, cfg) -> nn.Module:
     """PreEmbed: freeze the backbone; l_p + l_i special tokens with trainable word embeddings, d (l_p + l_i)."""
     return _apply(model, cfg, "embed")
 
 
-def apply_layer(model: nn.Module, cfg: DictConfig) -> nn.Module:
+def apply_layer(model: nn.Module, cfg) -> nn.Module:
     """PreLayer: freeze the backbone; trainable activations at the special positions in every block, L d (l_p+l_i)."""
     return _apply(model, cfg, "layer")

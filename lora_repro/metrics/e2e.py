@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from lora_repro.errors import ConfigError, cli
 from lora_repro.metrics.bleu import SCORERS, check_groups, check_scorer, corpus_bleu
 from lora_repro.metrics.coco import corpus_coco
 from lora_repro.metrics.nist import corpus_nist
@@ -68,16 +69,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     references, hypotheses = read_references(args.refs), read_hypotheses(args.hyp)
     if len(references) != len(hypotheses):
-        raise SystemExit(f"count mismatch: {args.refs} has {len(references)} MR reference groups but {args.hyp} "
+        raise ConfigError(f"count mismatch: {args.refs} has {len(references)} MR reference groups but {args.hyp} "
                          f"has {len(hypotheses)} output lines; they need one output per MR, in the same order")
     try:
         scores = score_e2e(references, hypotheses, args.scorer)
-    except (ValueError, RuntimeError) as error:
-        raise SystemExit(f"lora_repro.metrics.e2e: {error}") from None
+    except ValueError as error:  # an MR group without references, no outputs at all: the files' problem
+        raise ConfigError(f"{args.refs}, {args.hyp}: {error}") from None
     json.dump(scores, sys.stdout, indent=2)
     print()
     return scores
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)()

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lora_repro.errors import ConfigError, cli
 from lora_repro.metrics.e2e import read_hypotheses, read_references, score_run
 from lora_repro.record import write_json
 
@@ -21,7 +22,7 @@ def rescore_run(folder: Path) -> dict:
     for entry in record["history"]:
         outputs = folder / f"e2e_pred_epoch{entry['epoch']}.txt"
         if not outputs.is_file():
-            raise FileNotFoundError(f"{folder}: metrics.json has epoch {entry['epoch']} but no {outputs.name}")
+            raise ConfigError(f"{folder}: metrics.json has epoch {entry['epoch']} but no {outputs.name}")
         entry.update(score_run(references, read_hypotheses(outputs)))
     main = record["main_metric"]
     best = max(record["history"], key=lambda entry: entry[main])  # the first of equal ones, as train.py
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     runs = sorted({ref.parent for folder in args.dirs for ref in folder.rglob("e2e_ref.txt")
                    if (ref.parent / "metrics.json").is_file()})
     if not runs:
-        raise SystemExit(f"no E2E run directory (metrics.json + e2e_ref.txt) under {[str(d) for d in args.dirs]}")
+        raise ConfigError(f"no E2E run directory (metrics.json + e2e_ref.txt) under {[str(d) for d in args.dirs]}")
     for folder in runs:
         m = rescore_run(folder)["metrics"]
         print(f"{folder}: BLEU {m['bleu']:.4f} NIST {m['nist']:.4f} METEOR {m['meteor']:.4f} "
@@ -51,4 +52,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)()

@@ -6,9 +6,7 @@ from typing import Callable
 
 import torch
 
-from lora_repro import schema
-
-TASKS = ("glue", "synthetic", "e2e")  # what load_task builds; schema.TASK_NAMES agrees (tests/test_schema.py)
+TASKS = ("glue", "synthetic", "e2e")  # what load_task builds; lora_repro.config.UNIONS["task"] agrees
 
 
 @dataclass
@@ -24,30 +22,27 @@ class TaskData:
     evaluate: Callable | None = None  # (model, device, batch_size, out_dir, tag) -> metrics, when not logits + score
 
 
-def head_kind(cfg) -> str:
+def head_kind(task) -> str:
     """The model head the task needs: a language-model head for generation tasks, else a classifier."""
-    return "causal_lm" if schema.task_config(cfg).name == "e2e" else "classification"
+    return "causal_lm" if task.name == "e2e" else "classification"
 
 
-def num_labels(cfg) -> int:
+def num_labels(task) -> int:
     """Output size of the task head (1 = regression; 0 for E2E's language-model head), known before any data is read."""
-    task = schema.task_config(cfg)
     if task.name == "glue":
         from lora_repro.tasks.glue import subset
         return subset(task).num_labels
     return task.num_labels if task.name == "synthetic" else 0
 
 
-def head(cfg) -> tuple[str, int, str | None]:
+def head(task) -> tuple[str, int, str | None]:
     """load_model's (kind, num_labels, problem_type) for the task: the synthetic task's MSE head says its problem
     type; GLUE's follows from num_labels (1 = STS-B's regression), as transformers infers it."""
-    task = schema.task_config(cfg)
     return head_kind(task), num_labels(task), task.problem_type if task.name == "synthetic" else None
 
 
-def load_task(cfg, model: torch.nn.Module, tokenizer) -> TaskData:
+def load_task(task, model: torch.nn.Module, tokenizer) -> TaskData:
     """Build the task's data; the synthetic task plants its teacher in a copy of `model` (call before the method)."""
-    task = schema.task_config(cfg)
     if task.name in ("glue", "e2e"):
         from importlib import import_module
         return import_module(f"lora_repro.tasks.{task.name}").load(task, tokenizer)

@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
-from lora_repro import schema
+from lora_repro.errors import ConfigError
 from lora_repro.tasks import TaskData
 
 SPLITS = ("train", "dev", "test")
@@ -26,30 +25,23 @@ HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 HUB_COLUMNS = {"meaning_representation": "mr", "human_reference": "ref"}
 
 
-def check_split(cfg: DictConfig, field: str) -> str:
-    value = getattr(cfg, field, None)  # a typed schema.E2ETask or its DictConfig
-    if value not in SPLITS:
-        raise ValueError(f"task.{field}={value!r} is not an E2E split; valid choices: {list(SPLITS)}")
-    return value
-
-
 def split_file(folder: Path, split: str) -> Path:
     """The file of `split` in an E2E folder: the challenge's CSV, else the reference code's text file."""
     for path in (folder / CSV_FILES[split], folder / TXT_FILES[split]):
         if path.is_file():
             return path
-    raise FileNotFoundError(f"task.data_dir={str(folder)!r} has no {split} split: expected {CSV_FILES[split]} (the "
+    raise ConfigError(f"task.data_dir={str(folder)!r} has no {split} split: expected {CSV_FILES[split]} (the "
                             f"challenge's CSV, columns mr,ref) or {TXT_FILES[split]} (MR||reference lines). Offline, "
                             f"only dev and test exist: set task.train_split=dev (see ../shared/data/PROVENANCE.md)")
 
 
-def check_data_dir(cfg: DictConfig) -> Path:
+def check_data_dir(cfg) -> Path:
     folder = Path(cfg.data_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"task.data_dir={str(folder)!r} is not a folder; an E2E folder holds "
+        raise ConfigError(f"task.data_dir={str(folder)!r} is not a folder; an E2E folder holds "
                                 f"{list(CSV_FILES.values())} or {list(TXT_FILES.values())}")
     for field in ("train_split", "eval_split"):
-        split_file(folder, check_split(cfg, field))
+        split_file(folder, getattr(cfg, field))
     return folder
 
 
@@ -57,9 +49,9 @@ def read_file(path: Path) -> pd.DataFrame:
     """One split as a frame with columns mr, ref (one row per reference); a file without one usable row is an error."""
     frame = _read_file(path)
     if not len(frame):
-        raise ValueError(f"task.data_dir: {path} has no rows; an E2E split needs at least one MR and reference")
+        raise ConfigError(f"task.data_dir: {path} has no rows; an E2E split needs at least one MR and reference")
     if not ((frame.mr != "") & (frame.ref != "")).any():
-        raise ValueError(f"task.data_dir: {path} has no usable rows: none of its {len(frame)} has both an MR and a "
+        raise ConfigError(f"task.data_dir: {path} has no usable rows: none of its {len(frame)} has both an MR and a "
                          f"reference")
     return frame
 
@@ -69,7 +61,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         frame.columns = [c.lower() for c in frame.columns]
         if not {"mr", "ref"} <= set(frame.columns):
-            raise ValueError(f"task.data_dir: {path} has columns {list(frame.columns)}; expected mr and ref")
+            raise ConfigError(f"task.data_dir: {path} has columns {list(frame.columns)}; expected mr and ref")
         return frame[["mr", "ref"]].apply(lambda column: column.str.strip())
     # both sides stripped (the reference's format_converting_e2e.py strips each line): every line of its test.txt ends
     # in a space, which would otherwise add a token to every target
@@ -77,11 +69,11 @@ def _read_file(path: Path) -> pd.DataFrame:
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     bad = [i for i, row in enumerate(rows) if len(row) != 2]
     if bad:
-        raise ValueError(f"task.data_dir: {path} line {bad[0] + 1} is not 'MR||reference'")
+        raise ConfigError(f"task.data_dir: {path} line {bad[0] + 1} is not 'MR||reference'")
     return pd.DataFrame(rows, columns=["mr", "ref"])
 
 
-def read_split(cfg: DictConfig, split: str) -> pd.DataFrame:
+def read_split(cfg, split: str) -> pd.DataFrame:
     """Split `split` from task.data_dir if set, else from the hub."""
     if cfg.data_dir:
         return read_file(split_file(Path(cfg.data_dir), split))
@@ -163,7 +155,7 @@ def clean(text: str, stop_strings: list[str]) -> str:
     return text.strip()
 
 
-def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig, device: torch.device,
+def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg, device: torch.device,
              batch_size: int) -> list[str]:
     """One output per MR by the reference code's beam search (lora_repro/beam.py), batched, cut at the stops."""
     from tqdm.auto import tqdm
@@ -177,8 +169,16 @@ def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg: DictConfig,
         batch = {k: v.to(device) for k, v in prompt_batch(tokenizer, mrs[start:start + batch_size], max_prompt).items()}
         best = beam_search(model, batch["input_ids"], batch["attention_mask"], dec.num_beams, dec.max_new_tokens,
                            dec.length_penalty, dec.no_repeat_ngram_size, stop_ids(tokenizer, list(dec.stop_strings)))
-        outputs += [clean(text, stops) for text in tokenizer.batch_decode(best, skip_special_tokens=False)]
+        outputs += decode(tokenizer, best, stops)
     return outputs
+
+
+def decode(tokenizer, ids, stops: list[str]) -> list[str]:
+    """Token ids to output lines as gpt2_decode.py's enc.decode: GPT-2's byte-level decoding, nothing more. Spaces
+    before punctuation stay ("family - friendly ."): clean_up_tokenization_spaces is pinned off, not left to the
+    tokenizer's (and the transformers version's) default."""
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return [clean(text, stops) for text in texts]
 
 
 def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str) -> None:
@@ -192,15 +192,14 @@ def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
     return frame.sample(n=n, random_state=seed) if n and len(frame) > n else frame
 
 
-def load(cfg: DictConfig | schema.E2ETask, tokenizer) -> TaskData:
+def load(cfg, tokenizer) -> TaskData:
     """The train split as MR/reference pairs, the eval split as one MR group per unique MR; BLEU is the main metric."""
     from lora_repro.metrics.e2e import score_run
-    cfg = schema.typed(schema.E2ETask, cfg, "task")
     if cfg.data_dir:
         check_data_dir(cfg)
-    train_split, eval_split = check_split(cfg, "train_split"), check_split(cfg, "eval_split")
+    train_split, eval_split = cfg.train_split, cfg.eval_split
     if tokenizer.eos_token_id is None:
-        raise ValueError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
+        raise ConfigError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
     train = subsample(read_split(cfg, train_split), cfg.max_train_samples, cfg.data_seed)
     mrs, references = group_references(read_split(cfg, eval_split))
     if cfg.max_eval_mrs:

@@ -9,11 +9,10 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from transformers import DataCollatorWithPadding
 
 from lora_repro.metrics.glue import Glue
-from lora_repro import schema
+from lora_repro.errors import ConfigError
 from lora_repro.tasks import TaskData
 
 HUB_ID = "nyu-mll/glue"
@@ -57,22 +56,20 @@ SUBSETS = {
 }
 
 
-def subset(cfg: DictConfig) -> Subset:
-    name = getattr(cfg, "subset", None)  # a typed schema.GlueTask or its DictConfig
-    if name not in SUBSETS:
-        raise ValueError(f"task.subset={name!r} is not a GLUE task; valid choices: {list(SUBSETS)}")
-    return SUBSETS[name]
+def subset(cfg) -> Subset:
+    """The GLUE task's files, columns and labels (task.subset; lora_repro.config.GlueTask checks the name)."""
+    return SUBSETS[cfg.subset]
 
 
-def check_data_dir(cfg: DictConfig, spec: Subset) -> Path:
+def check_data_dir(cfg, spec: Subset | None = None) -> Path:
     """task.data_dir as a folder holding every TSV file of the subset, or an error saying what it lacks."""
-    folder = Path(cfg.data_dir)
+    folder, spec = Path(cfg.data_dir), spec or subset(cfg)
     if not folder.is_dir():
-        raise FileNotFoundError(f"task.data_dir={str(folder)!r} is not a folder; a GLUE {cfg.subset} folder holds "
+        raise ConfigError(f"task.data_dir={str(folder)!r} is not a folder; a GLUE {cfg.subset} folder holds "
                                 f"{list(spec.tsv.values())} (the original GLUE TSV files)")
     absent = [name for name in spec.tsv.values() if not (folder / name).is_file()]
     if absent:
-        raise ValueError(f"task.data_dir={str(folder)!r} lacks {absent}; a GLUE {cfg.subset} folder holds "
+        raise ConfigError(f"task.data_dir={str(folder)!r} lacks {absent}; a GLUE {cfg.subset} folder holds "
                          f"{list(spec.tsv.values())} (the original GLUE TSV files)")
     return folder
 
@@ -84,7 +81,7 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
     """The rows of a GLUE TSV file as strings; a row whose field count differs from the header's is an error naming
     the file and line (bad_rows="error"), or is skipped and reported with its line numbers (bad_rows="skip")."""
     if bad_rows not in BAD_ROWS:
-        raise ValueError(f"task.bad_rows={bad_rows!r} is not a choice; valid choices: {list(BAD_ROWS)}")
+        raise ConfigError(f"task.bad_rows={bad_rows!r} is not a choice; valid choices: {list(BAD_ROWS)}")
     with open(path, newline="", encoding="utf-8") as f:  # QUOTE_NONE: one row is one line of the file
         lines = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1) if row]
     if spec.header:
@@ -96,7 +93,7 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
     bad = [(n, len(row)) for n, row in rows if len(row) != len(header)]
     if bad and bad_rows == "error":
         n, fields = bad[0]
-        raise ValueError(f"task.data_dir: {path} line {n} has {fields} tab-separated fields, the header has "
+        raise ConfigError(f"task.data_dir: {path} line {n} has {fields} tab-separated fields, the header has "
                          f"{len(header)} ({len(bad)} such row(s) in the file); fix the file, or set "
                          f"task.bad_rows=skip to leave them out")
     if bad:
@@ -106,7 +103,7 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
     if not good:  # an empty split would fail later as "num_samples should be a positive integer value"
         what = (f"no usable rows: all {len(rows)} have the wrong field count (skipped by task.bad_rows=skip)" if rows
                 else "no rows" + (" below its header" if lines else ""))
-        raise ValueError(f"task.data_dir: {path} has {what}; a GLUE split needs at least one row")
+        raise ConfigError(f"task.data_dir: {path} has {what}; a GLUE split needs at least one row")
     return pd.DataFrame(good, columns=header, dtype=str)
 
 
@@ -115,12 +112,12 @@ def read_tsv(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame:
     frame = read_rows(path, spec, bad_rows)
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"task.data_dir: {path} lacks column(s) {missing}; expected {list(spec.columns)}")
+        raise ConfigError(f"task.data_dir: {path} lacks column(s) {missing}; expected {list(spec.columns)}")
     frame = frame[list(spec.columns)].rename(columns=spec.columns)
     if spec.labels:
         bad = sorted(set(frame.label) - set(spec.labels))
         if bad:
-            raise ValueError(f"task.data_dir: {path} has label(s) {bad[:5]}; valid labels are {list(spec.labels)}")
+            raise ConfigError(f"task.data_dir: {path} has label(s) {bad[:5]}; valid labels are {list(spec.labels)}")
         frame["label"] = frame.label.map(spec.labels.index)
     elif spec.num_labels == 1:
         frame["label"] = frame.label.astype(float)
@@ -128,12 +125,12 @@ def read_tsv(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame:
         numeric = pd.to_numeric(frame.label, errors="coerce")
         bad = frame.label[~numeric.isin(range(spec.num_labels))]
         if len(bad):
-            raise ValueError(f"task.data_dir: {path} has label {bad.iloc[0]!r} outside 0..{spec.num_labels - 1}")
+            raise ConfigError(f"task.data_dir: {path} has label {bad.iloc[0]!r} outside 0..{spec.num_labels - 1}")
         frame["label"] = numeric.astype(int)
     return frame
 
 
-def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
+def read_splits(cfg, spec: Subset) -> dict[str, datasets.Dataset]:
     """Every split of the task, from task.data_dir if it is set, else from the hub."""
     if cfg.data_dir:
         folder = check_data_dir(cfg, spec)
@@ -144,9 +141,8 @@ def read_splits(cfg: DictConfig, spec: Subset) -> dict[str, datasets.Dataset]:
     return {split: hub[split] for split in spec.tsv}
 
 
-def load(cfg: DictConfig | schema.GlueTask, tokenizer) -> TaskData:
+def load(cfg, tokenizer) -> TaskData:
     """GLUE task task.subset: tokenized splits (dev sets for evaluation, as the paper reports) and its metric."""
-    cfg = schema.typed(schema.GlueTask, cfg, "task")
     spec = subset(cfg)
     splits = read_splits(cfg, spec)
     a, b = spec.text

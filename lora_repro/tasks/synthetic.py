@@ -11,11 +11,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import TensorDataset
 
 from lora_repro.targets import resolve_targets
-from lora_repro import schema
 from lora_repro.tasks import TaskData
 
 
@@ -48,9 +46,8 @@ def teacher_outputs(teacher: torch.nn.Module, ids: torch.Tensor, batch: int = 25
     return torch.cat([teacher(input_ids=ids[i:i + batch]).logits for i in range(0, len(ids), batch)])
 
 
-def load(cfg: DictConfig, model: torch.nn.Module) -> TaskData:
+def load(cfg, model: torch.nn.Module) -> TaskData:
     """Random token sequences with the planted teacher's outputs as targets; scored by R^2 (and argmax agreement)."""
-    cfg = schema.typed(schema.SyntheticTask, cfg, "task")
     gen = torch.Generator().manual_seed(cfg.data_seed)
     teacher = copy.deepcopy(model)
     planted = plant(teacher, cfg.planted_targets, cfg.planted_rank, cfg.planted_scale, gen)
