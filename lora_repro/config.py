@@ -85,12 +85,22 @@ class SyntheticTask(Group):
     planted_targets: list[str] = Field(["q", "v"], description="weights the planted dW* changes (paper names)")
     planted_scale: float = Field(0.5, ge=0, description="||dW*||_F / ||W0||_F per planted matrix")
     data_seed: Seed = Field(1234, description="seed of the planted dW* and the sequences")
+    carved_validation: Optional[int] = Field(None, ge=1, description="training rows carved out (seed task.data_seed) as the "
+                                      "split 'carved', then the only one scored: what a learning-rate search "
+                                      "selects on, never the dev set a report scores (+experiment=lr_search)")
 
     @field_validator("planted_targets")
     @classmethod
     def _known(cls, names):
         targets.check_targets(names)
         return names
+
+    @model_validator(mode="after")
+    def _carve_fits(self):
+        if self.carved_validation is not None and self.carved_validation >= self.n_train:
+            raise ValueError(f"task.carved_validation={self.carved_validation} is invalid; valid choices: fewer "
+                             f"than task.n_train ({self.n_train}), or null")
+        return self
 
 
 class GlueTask(Group):
@@ -102,6 +112,9 @@ class GlueTask(Group):
     max_train_samples: Optional[int] = Field(None, ge=1, description="a fixed random subset of training rows")
     max_eval_samples: Optional[int] = Field(None, ge=1, description="a fixed random subset of eval rows")
     data_seed: Seed = Field(0, description="seed of the subsets")
+    carved_validation: Optional[int] = Field(None, ge=1, description="training rows carved out (seed task.data_seed) as the "
+                                      "split 'carved', then the only one scored: what a learning-rate search "
+                                      "selects on, never the dev set a report scores (+experiment=lr_search)")
 
 
 class DecodeConfig(Group):
@@ -279,7 +292,8 @@ class RunConfig(Group):
     resume: bool = Field(False, description="continue from the checkpoint in the run dir (hydra.run.dir=THAT_DIR)")
     dagger: bool = Field(False, description="Table 2's † setup (Houlsby et al.'s restricted setting)")
     mnli_adapter: Optional[Text] = Field(None, description="the MNLI adapter MRPC, RTE, STS-B start from (App. D.1)")
-    repro_lr: Optional[dict[str, float]] = Field(None, description="per-method lr of the repro_* experiments")
+    repro_lr: Optional[dict[str, float]] = Field(None, description="per-method learning rate that train.lr reads as "
+                                                 "${repro_lr.${method.name}} (repro_* experiments, lr_select's file)")
     model: ModelConfig
     task: TaskConfig
     method: MethodConfig

@@ -206,9 +206,11 @@ def torch_file(path: Path) -> dict[str, torch.Tensor]:
     The reference code's GPT-2 checkpoints wrap it as {'model_state_dict': ...} (examples/NLG/src/gpt2_ft.py)."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:  # torch refuses what a state dict never holds: classes, functions, code
-        raise ConfigError(f"{path} holds pickled objects besides tensors, which are never loaded (torch.load "
-                          f"weights_only=True); save a state dict of tensors") from None
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # weights_only refuses what a state dict never holds: classes, code
+            raise ConfigError(f"{path} holds pickled objects besides tensors, which are never loaded (torch.load "
+                              f"weights_only=True); save a state dict of tensors") from None
+        raise ConfigError(f"{path} is not a readable torch checkpoint (no torch.save pickle of tensors)") from None
     except (RuntimeError, OSError, EOFError) as err:  # truncated zip, not a torch file at all
         raise ConfigError(f"{path} is not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
     if isinstance(state, dict) and "model_state_dict" in state:

@@ -272,5 +272,7 @@ def test_one_file_is_accepted_or_refused_the_same_way_by_every_reader(tmp_path):
         messages.add(str(err.value).removeprefix("method.init_adapter: "))
     assert len(messages) == 1
     (tmp_path / "cut.pt").write_bytes((tmp_path / "gpt2.pt").read_bytes()[:200])
-    with pytest.raises(ConfigError, match="cut.pt is not a readable torch checkpoint"):
-        formats.read_tensors(tmp_path / "cut.pt")
+    (tmp_path / "text.bin").write_text("not a checkpoint")
+    for name in ("cut.pt", "text.bin"):
+        with pytest.raises(ConfigError, match=f"{name} is not a readable torch checkpoint"):
+            formats.read_tensors(tmp_path / name)

@@ -141,6 +141,15 @@ def read_splits(cfg, spec: Subset) -> dict[str, datasets.Dataset]:
     return {split: hub[split] for split in spec.tsv}
 
 
+def carve(train: datasets.Dataset, n: int, seed: int) -> dict[str, datasets.Dataset]:
+    """n training rows, drawn with `seed`, as the split 'carved'; the rest stay the training split."""
+    if n >= len(train):
+        raise ConfigError(f"task.carved_validation={n} is invalid; valid choices: fewer than the {len(train)} "
+                          f"training rows (null: score the dev set)")
+    order = train.shuffle(seed=seed)
+    return {"train": order.select(range(n, len(order))), "carved": order.select(range(n))}
+
+
 def load(cfg, tokenizer) -> TaskData:
     """GLUE task task.subset: tokenized splits (dev sets for evaluation, as the paper reports) and its metric."""
     spec = subset(cfg)
@@ -152,6 +161,8 @@ def load(cfg, tokenizer) -> TaskData:
         out["labels"] = batch["label"]
         return out
 
+    if cfg.carved_validation:  # held out of train before any subset: the dev splits are then not read at all
+        splits = carve(splits["train"], cfg.carved_validation, cfg.data_seed)
     limits = {s: cfg.max_train_samples if s == "train" else cfg.max_eval_samples for s in splits}
     for split, n in limits.items():
         if n and len(splits[split]) > n:
@@ -160,7 +171,7 @@ def load(cfg, tokenizer) -> TaskData:
     for d in splits.values():
         d.set_format("torch")
     metric = Glue(config_name=cfg.subset)
-    evals = [s for s in spec.tsv if s != "train"]
+    evals = [s for s in splits if s != "train"]
 
     def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         preds = logits.squeeze(-1) if spec.num_labels == 1 else logits.argmax(-1)

@@ -57,6 +57,9 @@ def load(cfg, model: torch.nn.Module) -> TaskData:
     del teacher
     train = TensorDataset(ids[:n_train], labels[:n_train])
     evals = {"validation": TensorDataset(ids[n_train:], labels[n_train:])}
+    if cfg.carved_validation:  # the first sequences of train, held out: the validation set is then not scored
+        n = cfg.carved_validation  # < n_train (the config's rule)
+        train, evals = TensorDataset(ids[n:n_train], labels[n:n_train]), {"carved": TensorDataset(ids[:n], labels[:n])}
 
     def collate(rows):
         ids, labels = map(torch.stack, zip(*rows))
