@@ -41,6 +41,7 @@ class ModelConfig(Group):
 
 
 class TrainConfig(Group):
+
     epochs: int = Field(3, ge=1, description="passes over the training set (Table 9, Table 11)")
     batch_size: int = Field(16, ge=1, description="examples per micro-batch per device (Table 9: per GPU)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step when global_batch_size is null")
@@ -59,9 +60,19 @@ class TrainConfig(Group):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps mid-epoch; 0 = epoch ends only")
     data_order_seed: Seed = Field(0, description="seed of the training data order (conf/config.yaml: the run seed)")
     eval_each_epoch: bool = Field(True, description="evaluate every epoch (GLUE best epoch, App. D) or only the last")
+    patience: Optional[int] = Field(None, ge=1, description="stop when the first eval split's main metric (the carved "
+                                    "rows when task.carved_validation is set) has not improved for this many "
+                                    "epochs; null = all train.epochs")
     snapshot_steps: list[Annotated[int, Field(ge=0)]] = Field(
         [], description="optimizer steps after which the trainable tensors are saved to snapshots/step<N>.safetensors "
                         "(0 = the init); Sec. 7.3's ΔW against training steps")
+
+    @model_validator(mode="after")
+    def _patience_needs_every_epoch(self):
+        if self.patience is not None and not self.eval_each_epoch:
+            raise ValueError(f"train.patience={self.patience} needs train.eval_each_epoch=true (it watches every "
+                             f"epoch's score); valid choices: train.eval_each_epoch=true, or train.patience=null")
+        return self
 
 
 class NoLogger(Group):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -215,7 +216,15 @@ def train(model: torch.nn.Module, data: TaskData, cfg, device: torch.device, log
                                 f"{last_log}, checked every train.log_every={cfg.log_every} steps); "
                                 f"lower train.lr={cfg.lr} or check the data")
         return value
+
+    def patience_spent() -> bool:
+        """train.patience evaluated epochs since the best one: stop (from the history, so a resumed run agrees)."""
+        return bool(cfg.patience and history and history[-1]["epoch"] - best["epoch"] >= cfg.patience)
     for epoch in range(first, cfg.epochs):
+        if patience_spent():
+            logging.getLogger("lora_repro").info("early stop after epoch %d: no better %s for train.patience=%d epochs (best: epoch %d)",
+                      history[-1]["epoch"], data.main_metric, cfg.patience, best["epoch"])
+            break
         start, cpu_start = time.perf_counter(), time.process_time()
         epoch_order = order.get_state()  # the loader draws this epoch's permutation from it
         optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation left from the last epoch
@@ -282,4 +291,6 @@ def train(model: torch.nn.Module, data: TaskData, cfg, device: torch.device, log
             "tokens_per_s": tokens * world / max(train_time, 1e-9),
             "peak_mem_mb": peak_memory_mb(device), "world_size": world, "grad_accum": accum,
             "global_batch_size": cfg.batch_size * accum * world, "metrics": best["metrics"],
-            "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history}
+            "best_epoch": best["epoch"], "final_metrics": history[-1], "history": history,
+            "best_is_last": best["epoch"] == history[-1]["epoch"],  # still improving when it stopped
+            "stopped_early": history[-1]["epoch"] < cfg.epochs - 1}

@@ -106,3 +106,24 @@ def test_warmup_beyond_the_runs_steps_is_one_line_before_the_first_step():
     assert train(model, data, whole, torch.device("cpu"), logged.append)["steps"] == 6
     lrs = [record["lr"] for record in logged if "lr" in record]
     assert lrs[:5] == pytest.approx([whole.lr * step / 6 for step in range(1, 6)])
+
+
+def test_training_stops_once_the_selection_score_has_not_improved_for_patience_epochs(tmp_path):
+    # scripted scores per evaluated epoch: best at epoch 1, then two epochs without a better one -> stop after 3;
+    # a resumed run reads the same stop from its history and trains no further
+    import dataclasses
+    quick = ["task.n_train=16", "task.n_eval=8", "train.epochs=8", "train.batch_size=8", "train.patience=2"]
+    cfg = config(*quick)
+    scores = iter([0.5, 0.7, 0.6, 0.7, 0.9, 0.9, 0.9, 0.9])
+    model, data = build(cfg)
+    data = dataclasses.replace(data, evaluate=lambda *args: {"r2": next(scores)})
+    result = train(model, data, cfg.train, torch.device("cpu"), lambda record: None, tmp_path, meta={})
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2, 3] and result["best_epoch"] == 1
+    assert result["stopped_early"] and not result["best_is_last"] and result["steps"] == 4 * 2
+    again = train(model, data, cfg.train, torch.device("cpu"), lambda record: None, tmp_path, resume=True, meta={})
+    assert again["steps"] == 8 and [h["r2"] for h in again["history"]] == [0.5, 0.7, 0.6, 0.7]
+    full = train(*build(config(*quick[:-1]))[:1], dataclasses.replace(data, evaluate=lambda *a: {"r2": 0.1}),
+                 config(*quick[:-1]).train, torch.device("cpu"), lambda record: None)
+    assert not full["stopped_early"] and full["best_epoch"] == 0 and len(full["history"]) == 8
+    with pytest.raises(Exception, match=r"train.patience=2 needs train.eval_each_epoch=true"):
+        config(*quick, "train.eval_each_epoch=false")
