@@ -27,10 +27,11 @@ def test_the_carved_split_is_held_out_of_train_and_the_dev_set_is_not_scored(tmp
 
 
 def test_equal_scores_go_to_the_smaller_rate():
-    table = pd.DataFrame({"method": ["lora"] * 3 + ["full"] * 2, "lr": [1e-3, 1e-4, 1e-2, 1e-5, 1e-4],
-                          "seed": 0, "main_metric": "r2", "score": [0.9, 0.9, 0.5, 0.7, 0.6]})
+    table = pd.DataFrame({"method": ["lora"] * 4 + ["full"] * 2, "lr": [1e-3, 1e-4, 1e-5, 1e-2, 1e-5, 1e-4],
+                          "seed": 0, "main_metric": "r2", "score": [0.9, 0.9, 0.4, 0.5, 0.7, 0.6]})
     chosen = lr_select.select(table).query("chosen")
     assert dict(zip(chosen.method, chosen.lr)) == {"lora": 1e-4, "full": 1e-5}
+    assert dict(zip(chosen.method, chosen.at_edge)) == {"lora": False, "full": True}  # full's best: its smallest
 
 
 def test_a_search_selects_per_method_and_a_seed_sweep_composes_the_choice(tmp_path):

@@ -43,6 +43,9 @@ def select(table: pd.DataFrame) -> pd.DataFrame:
                                                                   main_metric=("main_metric", "first"))
     best = points.sort_values(["method", "score", "lr"], ascending=[True, False, True]).groupby("method").head(1)
     points["chosen"] = points.index.isin(best.index)
+    edges = points.groupby("method").lr.agg(["min", "max"])
+    points["at_edge"] = points.chosen & points.apply(lambda p: p.lr in (edges.loc[p.method, "min"],
+                                                                        edges.loc[p.method, "max"]), axis=1)
     return points
 
 
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     model, task = table.model.iloc[0], table.task.iloc[0]
     plot(points, f"{model}, {task}: score against learning rate (star: selected)", out / "lr_search.png")
     print(points.to_string(index=False, float_format="%.4f"))
+    for method, lr in zip(points[points.at_edge].method, points[points.at_edge].lr):
+        print(f"note: {method}'s best rate {lr:g} is at the edge of its grid; the optimum may lie beyond it: "
+              f"extend train.lr past it and search again")
     print(f"wrote {out / 'lr_search.csv'}, {out / 'lr_search.png'}, {out / 'lr' / 'selected.yaml'} "
           f"(compose it: --config-dir {out} +lr=selected)")
     return points
