@@ -85,7 +85,23 @@ class WandbLogger(Group):
     mode: Literal["offline", "online", "disabled"] = Field("offline", description="W&B mode; offline needs no login")
 
 
-class SyntheticTask(Group):
+class Carved(Group):
+    """Rows carved out of the training split: what a learning-rate search selects on and early stopping watches."""
+    carved_validation: Optional[int] = Field(None, ge=1, description="training rows carved out (seed task.data_seed) "
+                                             "as the split 'carved', scored first: it picks the best epoch and "
+                                             "train.patience's stop, the eval splits follow, reported at that epoch")
+    carved_only: bool = Field(False, description="with carved_validation: score the carved rows alone, never the "
+                              "eval splits (+experiment=lr_search)")
+
+    @model_validator(mode="after")
+    def _carved_only_needs_rows(self):
+        if self.carved_only and self.carved_validation is None:
+            raise ValueError("task.carved_only=true needs task.carved_validation (the rows to score); valid "
+                             "choices: task.carved_validation=N, or task.carved_only=false")
+        return self
+
+
+class SyntheticTask(Carved):
     name: Literal["synthetic"] = Field("synthetic", description="the planted low-rank task (tasks/synthetic.py)")
     num_labels: int = Field(8, ge=1, description="teacher head outputs to match (regression, MSE)")
     problem_type: Literal["regression"] = Field("regression", description="the head's loss: MSE on teacher outputs")
@@ -96,9 +112,6 @@ class SyntheticTask(Group):
     planted_targets: list[str] = Field(["q", "v"], description="weights the planted dW* changes (paper names)")
     planted_scale: float = Field(0.5, ge=0, description="||dW*||_F / ||W0||_F per planted matrix")
     data_seed: Seed = Field(1234, description="seed of the planted dW* and the sequences")
-    carved_validation: Optional[int] = Field(None, ge=1, description="training rows carved out (seed task.data_seed) as the "
-                                      "split 'carved', then the only one scored: what a learning-rate search "
-                                      "selects on, never the dev set a report scores (+experiment=lr_search)")
 
     @field_validator("planted_targets")
     @classmethod
@@ -114,7 +127,7 @@ class SyntheticTask(Group):
         return self
 
 
-class GlueTask(Group):
+class GlueTask(Carved):
     name: Literal["glue"] = Field("glue", description="GLUE (Wang et al. 2019; paper Sec. 5.2-5.3, Table 2)")
     subset: Literal[GLUE_SUBSETS] = Field(description="the GLUE task (conf/task/glue/)")
     data_dir: Optional[Text] = Field(None, description="a folder of the original GLUE TSVs; null = the hub")
@@ -123,9 +136,6 @@ class GlueTask(Group):
     max_train_samples: Optional[int] = Field(None, ge=1, description="a fixed random subset of training rows")
     max_eval_samples: Optional[int] = Field(None, ge=1, description="a fixed random subset of eval rows")
     data_seed: Seed = Field(0, description="seed of the subsets")
-    carved_validation: Optional[int] = Field(None, ge=1, description="training rows carved out (seed task.data_seed) as the "
-                                      "split 'carved', then the only one scored: what a learning-rate search "
-                                      "selects on, never the dev set a report scores (+experiment=lr_search)")
 
 
 class DecodeConfig(Group):

@@ -1,4 +1,6 @@
 """Learning rates searched per method on rows carved from the training data, never on the set a report scores."""
+import json
+
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
@@ -14,16 +16,20 @@ from test_run import compose_run
 SMALL = ["task.n_train=192", "task.n_eval=32", "task.carved_validation=48", "train.epochs=1", "train.batch_size=32"]
 
 
-def test_the_carved_split_is_held_out_of_train_and_the_dev_set_is_not_scored(tmp_path):
+def test_the_carved_split_is_held_out_of_train_and_scored_first_or_alone(tmp_path):
     folder = write_glue(tmp_path / "SST-2", "sst2", rows=40)
     texts = lambda d: {tuple(x.tolist()) for x in d["input_ids"]}  # noqa: E731  (each row's text is unique)
-    data = load(GlueTask(subset="sst2", data_dir=str(folder), max_seq_len=32, carved_validation=10), char_tokenizer())
+    task = lambda **kw: GlueTask(subset="sst2", data_dir=str(folder), max_seq_len=32, **kw)  # noqa: E731
+    data = load(task(carved_validation=10, carved_only=True), char_tokenizer())
     assert list(data.evals) == ["carved"] and len(data.evals["carved"]) == 10 and len(data.train) == 30
     assert not texts(data.evals["carved"]) & texts(data.train)
-    again = load(GlueTask(subset="sst2", data_dir=str(folder), max_seq_len=32, carved_validation=10), char_tokenizer())
-    assert texts(again.evals["carved"]) == texts(data.evals["carved"])  # task.data_seed fixes the draw
+    both = load(task(carved_validation=10), char_tokenizer())  # the carved rows pick the epoch, dev is reported
+    assert list(both.evals) == ["carved", "validation"] and len(both.evals["validation"]) == 40
+    assert texts(both.evals["carved"]) == texts(data.evals["carved"])  # task.data_seed fixes the draw
     with pytest.raises(ConfigError, match=r"task.carved_validation=40 is invalid; valid choices: fewer than the 40"):
-        load(GlueTask(subset="sst2", data_dir=str(folder), max_seq_len=32, carved_validation=40), char_tokenizer())
+        load(task(carved_validation=40), char_tokenizer())
+    with pytest.raises(ValueError, match=r"task.carved_only=true needs task.carved_validation"):
+        task(carved_only=True)
 
 
 def test_equal_scores_go_to_the_smaller_rate():
@@ -41,6 +47,8 @@ def test_a_search_selects_per_method_and_a_seed_sweep_composes_the_choice(tmp_pa
             (tmp_path / "sweep" / f"{method}_{lr}").mkdir(parents=True)
             run(compose_run("+experiment=lr_search", f"method={method}", f"train.lr={lr}", *SMALL),
                 tmp_path / "sweep" / f"{method}_{lr}")
+    record = json.loads(next((tmp_path / "sweep").glob("lora_*/metrics.json")).read_text())
+    assert record["eval_split"] == "carved" and set(record["metrics"]) == {"r2", "accuracy"}  # validation unscored
     points = lr_select.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
     assert len(points) == 6 and points.groupby("method").chosen.sum().tolist() == [1, 1]
     for method, group in points.groupby("method"):
@@ -61,3 +69,12 @@ def test_a_run_scored_on_its_validation_or_dev_set_is_never_selected_on(tmp_path
     with pytest.raises(ConfigError, match=r"plain was scored on 'validation', not on rows carved from its training"):
         lr_select.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_with_the_eval_split_too_the_carved_rows_pick_the_epoch_and_the_eval_split_is_reported_at_it(tmp_path):
+    from lora_repro.run import run
+    (tmp_path / "run").mkdir()
+    record = run(compose_run(*SMALL, "train.epochs=3"), tmp_path / "run")
+    assert record["eval_split"] == "carved" and {"r2", "r2_validation"} <= set(record["metrics"])
+    best = max(record["history"], key=lambda h: h["r2"])  # the carved score's best epoch, not the validation one's
+    assert record["best_epoch"] == best["epoch"] and record["metrics"]["r2_validation"] == best["r2_validation"]

@@ -161,8 +161,9 @@ def load(cfg, tokenizer) -> TaskData:
         out["labels"] = batch["label"]
         return out
 
-    if cfg.carved_validation:  # held out of train before any subset: the dev splits are then not read at all
-        splits = carve(splits["train"], cfg.carved_validation, cfg.data_seed)
+    if cfg.carved_validation:  # held out of train before any subset; first, so it picks the epoch
+        dev = {} if cfg.carved_only else {s: d for s, d in splits.items() if s != "train"}
+        splits = {**carve(splits["train"], cfg.carved_validation, cfg.data_seed), **dev}
     limits = {s: cfg.max_train_samples if s == "train" else cfg.max_eval_samples for s in splits}
     for split, n in limits.items():
         if n and len(splits[split]) > n:

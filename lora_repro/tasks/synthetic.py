@@ -57,9 +57,10 @@ def load(cfg, model: torch.nn.Module) -> TaskData:
     del teacher
     train = TensorDataset(ids[:n_train], labels[:n_train])
     evals = {"validation": TensorDataset(ids[n_train:], labels[n_train:])}
-    if cfg.carved_validation:  # the first sequences of train, held out: the validation set is then not scored
+    if cfg.carved_validation:  # the first sequences of train, held out, scored first (they pick the epoch)
         n = cfg.carved_validation  # < n_train (the config's rule)
-        train, evals = TensorDataset(ids[n:n_train], labels[n:n_train]), {"carved": TensorDataset(ids[:n], labels[:n])}
+        train = TensorDataset(ids[n:n_train], labels[n:n_train])
+        evals = {"carved": TensorDataset(ids[:n], labels[:n]), **({} if cfg.carved_only else evals)}
 
     def collate(rows):
         ids, labels = map(torch.stack, zip(*rows))
