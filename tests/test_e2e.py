@@ -160,16 +160,21 @@ def test_e2e_smoke_on_the_real_challenge_data(tmp_path):
     assert "bleu=" in stdout
 
 
-def gpt2_reference_encoder(folder):
-    """GPT-2's released encoder (openai/gpt-2 src/encoder.py, which the reference code's examples/NLG/src/encoder.py
-    is): bytes to printable characters, the regex pre-split, then BPE merges by rank. Returns encode, decode."""
-    import regex
+def gpt2_byte_symbols() -> dict[int, str]:
+    """GPT-2's bytes_to_unicode: each byte as a printable character (the printable ones as themselves)."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
             bs, cs, n = bs + [b], cs + [256 + n], n + 1
-    byte_encoder = dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs)))
+
+
+def gpt2_reference_encoder(folder):
+    """GPT-2's released encoder (openai/gpt-2 src/encoder.py, which the reference code's examples/NLG/src/encoder.py
+    is): bytes to printable characters, the regex pre-split, then BPE merges by rank. Returns encode, decode."""
+    import regex
+    byte_encoder = gpt2_byte_symbols()
     byte_decoder = {c: b for b, c in byte_encoder.items()}
     vocab = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
     ranks = {tuple(line.split()): i for i, line in
@@ -219,12 +224,7 @@ def test_decoding_keeps_spaces_before_punctuation_whatever_the_tokenizers_defaul
 
 def gpt2_style_files(folder, merges=(("Ġ", "t"), ("h", "e"), ("Ġt", "he"))):
     """encoder.json + vocab.bpe in GPT-2's format: its 256 byte symbols, a few merges, <|endoftext|> last."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols, n = [chr(b) for b in bs], 0
-    for b in range(256):
-        if b not in bs:
-            symbols.append(chr(256 + n))
-            n += 1
+    symbols = list(gpt2_byte_symbols().values())
     vocab = {s: i for i, s in enumerate(symbols + ["".join(m) for m in merges] + ["<|endoftext|>"])}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "encoder.json").write_text(json.dumps(vocab), encoding="utf-8")
