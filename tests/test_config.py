@@ -261,8 +261,8 @@ def test_every_bound_itself_is_accepted(hydra_conf):
      "method.lora.r=0 is invalid: Input should be greater than or equal to 1"),
     ([], "train.epoch", 3, "train.epoch=3 is not a field of train; valid fields: ['adam_eps', 'batch_size', "
                            "'checkpoint_every', 'data_order_seed', 'epochs', 'eval_batch_size', 'eval_each_epoch', "
-                           "'global_batch_size', 'grad_accum', 'log_every', 'lr', 'max_grad_norm', 'precision', "
-                           "'snapshot_steps', 'warmup_ratio', 'warmup_steps', 'weight_decay']"),
+                           "'global_batch_size', 'grad_accum', 'log_every', 'lr', 'max_grad_norm', 'patience', "
+                           "'precision', 'snapshot_steps', 'warmup_ratio', 'warmup_steps', 'weight_decay']"),
     ([], "method.rank", 3, "method.rank=3 is not a field of method; valid fields: ['alpha', 'dropout', 'init', "
                            "'init_adapter', 'init_keep_head', 'init_std', 'name', 'r', 'targets']"),
     (["task=glue/sst2"], "task.subset", KeyError, "task.subset is missing"),
