@@ -58,6 +58,12 @@ def split_corpus(cfg: config.PretrainConfig) -> tuple[list[str], list[str]]:
     return train_lines, heldout
 
 
+def wrapped(tok: Tokenizer, max_length: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE as transformers' tokenizer, <|endoftext|> its end, beginning and unknown token."""
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
+                                   model_max_length=max_length)
+
+
 def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """GPT-2's tokenizer scheme (byte-level BPE, <|endoftext|>) trained on our corpus."""
     tok = Tokenizer(models.BPE())
@@ -66,8 +72,7 @@ def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTr
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(lines, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
-                                   model_max_length=max_length)
+    return wrapped(tok, max_length)
 
 
 def gpt2_tokenizer(folder: str, max_length: int) -> PreTrainedTokenizerFast:
@@ -83,8 +88,7 @@ def gpt2_tokenizer(folder: str, max_length: int) -> PreTrainedTokenizerFast:
         raise ConfigError(f"lm.tokenizer={folder!r} holds neither tokenizer.json nor encoder.json + vocab.bpe; valid "
                           f"choices: a folder of GPT-2's BPE files (e.g. ../shared/models/gpt2-tokenizer), or null "
                           f"(train a BPE on the corpus)")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
-                                   model_max_length=max_length)
+    return wrapped(tok, max_length)
 
 
 def blocks(tokenizer, lines: list[str], block: int) -> torch.Tensor:

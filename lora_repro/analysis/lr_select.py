@@ -43,9 +43,8 @@ def select(table: pd.DataFrame) -> pd.DataFrame:
                                                                   main_metric=("main_metric", "first"))
     best = points.sort_values(["method", "score", "lr"], ascending=[True, False, True]).groupby("method").head(1)
     points["chosen"] = points.index.isin(best.index)
-    edges = points.groupby("method").lr.agg(["min", "max"])
-    points["at_edge"] = points.chosen & points.apply(lambda p: p.lr in (edges.loc[p.method, "min"],
-                                                                        edges.loc[p.method, "max"]), axis=1)
+    grid = points.groupby("method").lr
+    points["at_edge"] = points.chosen & (points.lr.eq(grid.transform("min")) | points.lr.eq(grid.transform("max")))
     return points
 
 
