@@ -4,6 +4,11 @@
 #   bash analysis/reproduce.sh e2e      # claim 5: pretrain the small GPT-2 (20 minutes), then 9 E2E runs
 #   bash analysis/reproduce.sh report   # results/repro/: runs.csv, figures/, and the tables of REPRODUCTION.md
 #   bash analysis/reproduce.sh all      # the three in order
+# The third edition's stages resume where they stopped (a run whose metrics.json exists is not run again; one that
+# died continues from its checkpoint) and keep each run's record in results/repro/runs/ as soon as it finishes:
+#   bash analysis/reproduce.sh search3  # each method's learning rate per GLUE task, on the carved rows
+#   bash analysis/reproduce.sh seeds3   # 5 seeds per method at its selected rate
+# TASKS="sst2 mrpc stsb" and METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side.
 # On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1, then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
 # what the report cites (metrics.json, the Hydra config, the subspace and amplification runs' layer-0 adapters and
@@ -22,6 +27,59 @@ glue() {
 e2e() {
   python -m lora_repro.pretrain lm=cpu
   python -m lora_repro.run +experiment=repro_e2e hydra.sweep.dir=outputs/repro/repro_e2e
+}
+
+declare -A GLUE_DIR=([sst2]=SST-2 [mrpc]=MRPC [stsb]=STS-B [cola]=CoLA [rte]=RTE)
+# 1-2-5 log grids, 5 rates per method, bracketing the second edition's fixed rate (conf/experiment/repro_sst2.yaml)
+declare -A LR_GRID=([full]="1e-5 2e-5 5e-5 1e-4 2e-4" [bitfit]="5e-4 1e-3 2e-3 5e-3 1e-2"
+                    [adapter_h]="2e-4 5e-4 1e-3 2e-3 5e-3" [lora]="5e-4 1e-3 2e-3 5e-3 1e-2")
+TASKS3=${TASKS:-sst2 mrpc stsb}
+METHODS3=${METHODS:-lora full bitfit adapter_h}
+
+keep() {  # what the report cites of the run folder outputs/repro/X, in results/repro/runs/X
+  local rel=${1#outputs/repro/}
+  for file in metrics.json .hydra/config.yaml .hydra/overrides.yaml; do
+    install -D -m 644 "$1/$file" "results/repro/runs/$rel/$file"
+  done
+}
+
+one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finished there
+  local dir=outputs/repro/$1 experiment=$2; shift 2
+  if [[ ! -f $dir/metrics.json ]]; then
+    mkdir -p "$dir"
+    if ! OMP_NUM_THREADS=1 python -m lora_repro.run +experiment="$experiment" "$@" resume=true hydra.run.dir="$dir" \
+        >"$dir/console.log" 2>&1; then
+      echo "failed: $dir (see $dir/console.log); rerun the stage to retry it" >&2
+      return 0
+    fi
+  fi
+  keep "$dir"
+  tail -n 1 "$dir/console.log"
+}
+
+task_args() { echo "task=glue/$1 task.data_dir=../shared/data/glue/${GLUE_DIR[$1]}"; }
+
+search3() {
+  local t m lr
+  for t in $TASKS3; do for m in $METHODS3; do for lr in ${LR_GRID[$m]}; do
+    echo "repro3_search/$t/$m/lr$lr repro3_search $(task_args $t) method=$m train.lr=$lr"
+  done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  for t in $TASKS3; do
+    python -m lora_repro.analysis.lr_select "results/repro/runs/repro3_search/$t" --out "results/repro/search/$t"
+  done
+}
+
+seeds3() {
+  local t m seed
+  for t in $TASKS3; do
+    if [[ ! -f results/repro/search/$t/lr/selected.yaml ]]; then
+      echo "seeds3: results/repro/search/$t/lr/selected.yaml is missing; run TASKS=$t bash $0 search3 first" >&2
+      exit 1
+    fi
+    for m in $METHODS3; do for seed in 0 1 2 3 4; do
+      echo "repro3_seeds/$t/$m/$seed repro3_glue --config-dir results/repro/search/$t +lr=selected $(task_args $t) method=$m seed=$seed"
+    done; done
+  done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
 }
 
 report() {
@@ -58,7 +116,8 @@ PY
 }
 
 case $stage in
-  glue | e2e | report) $stage ;;
+  glue | e2e | report | search3 | seeds3) $stage ;;
+  one) shift; one "$@" ;;
   all) glue && e2e && report ;;
-  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report all" >&2; exit 1 ;;
+  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report search3 seeds3 all" >&2; exit 1 ;;
 esac

@@ -224,12 +224,14 @@ class TopKMethod(MethodCommon):
 class AdapterMethod(MethodCommon):
     name: Literal["adapter_h", "adapter_p", "adapter_l", "adapter_d"] = Field(
         description="adapter layers: Houlsby, Pfeiffer, Lin, AdapterDrop (Sec. 5.1)")
-    sites: list[Literal["attention", "ffn"]] = Field(["attention", "ffn"], min_length=1,
-                                                    description="after attention (Wo) and/or after the FFN")
+    sites: list[Literal["attention", "ffn", "ffn_layernorm", "block"]] = Field(
+        ["attention", "ffn"], min_length=1, description="after the attention and/or FFN output dropout (Houlsby), "
+        "inside the FFN's LayerNorm (Pfeiffer), on the block output (Lin); methods/adapters.py SITES")
     bottleneck: int = Field(64, ge=1, description="adapter width (Table 2, 3 sizes; Table 9 †)")
     activation: Literal[ACTIVATIONS] = Field("relu", description="nonlinearity (reference scripts: swish = silu, relu)")
     layernorm: bool = Field(False, description="the adapter's own trainable LayerNorm (Adapter^L)")
-    init_std: float = Field(1e-3, ge=0, description="std of the up-projection init: near zero, near identity")
+    init_std: Optional[float] = Field(None, ge=0, description="null: nn.Linear's default init, as the reference "
+                                      "codes; a number: the up-projection's std, bias 0 (near identity, Houlsby)")
     drop_layers: Optional[int] = Field(0, ge=0, description="blocks from the bottom with no adapter (AdapterDrop)")
     drop_fraction: float = Field(0.0, ge=0, lt=1, description="when drop_layers is null: that fraction of the depth")
     size = property(lambda self: self.bottleneck)

@@ -1,4 +1,5 @@
 """The paper's baselines (FT^Top2, BitFit, Adapter^H/P/L/D) train what they say and count what Tables 2-3 print."""
+import copy
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GPT2Config, RobertaConfig
 
@@ -21,6 +23,12 @@ ROBERTA_LARGE = RobertaConfig(vocab_size=50265, max_position_embeddings=514, typ
                               num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 GPT2_MEDIUM = GPT2Config(n_embd=1024, n_layer=24, n_head=16)
 ADAPTERS = ("adapter_h", "adapter_p", "adapter_l", "adapter_d")
+PRE_LN_REFUSES = {("gpt2", "adapter_p")}  # Pfeiffer's place is inside a post-LayerNorm, which GPT-2 has not
+
+
+def placeable(kinds, names):
+    """(kind, name) pairs where the method has a place in the architecture (the others are refused, tested)."""
+    return [(k, n) for k in kinds for n in names if (k, n) not in PRE_LN_REFUSES]
 BASELINES = ("ft_top2", "ft_topk", "bitfit") + ADAPTERS
 
 
@@ -68,9 +76,9 @@ def test_bitfit_trains_every_bias_and_nothing_else():
 
 
 @pytest.mark.parametrize("name, per_block", [
-    ("adapter_h", {"attention.output.dense.adapter", "output.dense.adapter"}),
-    ("adapter_p", {"output.dense.adapter"}),
-    ("adapter_l", {"output.dense.adapter"}),
+    ("adapter_h", {"attention.output.dropout.adapter", "output.dropout.adapter"}),
+    ("adapter_p", {"output.LayerNorm.adapter"}),
+    ("adapter_l", {"adapter"}),  # on the block itself
 ])
 def test_adapters_train_only_their_own_weights_at_their_sites(name, per_block):
     model = apply_method(tiny("bert"), method(name, bottleneck=4))
@@ -81,6 +89,66 @@ def test_adapters_train_only_their_own_weights_at_their_sites(name, per_block):
     assert {int(n.split(".")[3]) for n in names} == {0, 1}
     has_norm = any(".adapter.norm." in n for n in names)
     assert has_norm == (name == "adapter_l")  # only Lin's adapter carries a (trainable) LayerNorm
+
+
+# --- each adapter computes what the reference code's module computes (transcribed from microsoft/LoRA's
+# examples/NLU modeling_roberta.py and models/adapter.py, and Lin et al.'s VGLM modeling_gpt2.py Block) ---
+
+def reference_adapter(adapter, x, residual):  # models/adapter.py: adapter_B(act(adapter_A(x))) + residual
+    return adapter.up(adapter.act(adapter.down(adapter.norm(x)))) + residual
+
+
+def reference_self_output(m, hidden_states, input_tensor):  # RobertaSelfOutput.forward, Houlsby
+    hidden_states = m.dropout.forward(m.dense(hidden_states))  # forward: without our hook
+    hidden_states = reference_adapter(m.dropout.adapter, hidden_states, residual=hidden_states)
+    return m.LayerNorm(hidden_states + input_tensor)
+
+
+def reference_output(m, hidden_states, input_tensor, adapter_type):  # RobertaOutput.forward
+    hidden_states = m.dropout.forward(m.dense(hidden_states))  # forward: without our hook
+    residual = hidden_states
+    adapter = m.dropout.adapter if adapter_type == "houlsby" else m.LayerNorm.adapter
+    if adapter_type == "pfeiffer":
+        hidden_states = F.layer_norm(hidden_states + input_tensor, m.LayerNorm.normalized_shape, m.LayerNorm.weight,
+                                     m.LayerNorm.bias, m.LayerNorm.eps)
+    hidden_states = reference_adapter(adapter, hidden_states, residual=residual)
+    return F.layer_norm(hidden_states + input_tensor, m.LayerNorm.normalized_shape, m.LayerNorm.weight,
+                        m.LayerNorm.bias, m.LayerNorm.eps)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name, adapter_type", [("adapter_h", "houlsby"), ("adapter_p", "pfeiffer")])
+def test_houlsby_and_pfeiffer_adapters_compute_the_reference_robertas_sublayers(name, adapter_type, train):
+    # train=True with dropout p=1: the sublayer's dense output is dropped, so an adapter placed before the dropout
+    # (this suite until 2026-12) would vanish with it; the reference's, after it, still adds adapter(0)
+    model = apply_method(tiny("roberta", hidden_dropout_prob=1.0 if train else 0.1), method(name, bottleneck=4))
+    layer = model.roberta.encoder.layer[1].train(train)
+    g = torch.Generator().manual_seed(0)
+    h_attn, x = torch.randn(2, 5, 32, generator=g), torch.randn(2, 5, 32, generator=g)
+    h_ffn = torch.randn(2, 5, layer.output.dense.in_features, generator=g)
+    with torch.no_grad():
+        if adapter_type == "houlsby":
+            torch.testing.assert_close(layer.attention.output(h_attn, x),
+                                       reference_self_output(layer.attention.output, h_attn, x), rtol=0, atol=1e-6)
+        ours = layer.output(h_ffn, x)
+        torch.testing.assert_close(ours, reference_output(layer.output, h_ffn, x, adapter_type), rtol=0, atol=1e-6)
+        if train:  # and not what the dense output alone gives
+            assert not torch.allclose(ours, layer.output.LayerNorm.forward(x), atol=1e-3)
+
+
+def test_lins_adapter_takes_the_gpt2_blocks_output_as_vglm():
+    base = tiny("gpt2", causal=True)
+    plain = copy.deepcopy(base.transformer.h[1]).eval()
+    model = apply_method(base, method("adapter_l", bottleneck=4)).eval()
+    block = model.transformer.h[1]
+    x = torch.randn(2, 5, block.ln_1.normalized_shape[0], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = plain(x)
+        out = out[0] if isinstance(out, tuple) else out
+        ours = block(x)
+        ours = ours[0] if isinstance(ours, tuple) else ours
+        # Block.forward: x = x + a; x = x + m; x = self.adapter_block(x), adapter_block = x + up(relu(down(ln(x))))
+        torch.testing.assert_close(ours, reference_adapter(block.adapter, out, residual=out), rtol=0, atol=1e-6)
 
 
 def test_adapter_d_drops_the_adapters_of_the_lowest_blocks():
@@ -114,10 +182,16 @@ def test_every_methods_default_config_trains_on_the_default_model(path):
     assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
-def test_gpt2_adapters_sit_on_attn_and_mlp_output_projections():
+def test_gpt2_adapters_sit_after_the_attn_and_mlp_output_dropouts():
     model = apply_method(tiny("gpt2"), method("adapter_h", bottleneck=4))
     sites = {n.split(".", 3)[-1].split(".adapter.")[0] for n in trainable(model)}
-    assert sites == {"attn.c_proj", "mlp.c_proj"}
+    assert sites == {"attn.resid_dropout", "mlp.dropout"}
+
+
+def test_pfeiffers_place_inside_a_post_layernorm_is_refused_on_pre_layernorm_gpt2():
+    with pytest.raises(ValueError, match=r"'ffn_layernorm', which gpt2 has no place for; valid choices for gpt2: "
+                                         r"\['attention', 'ffn', 'block'\]"):
+        apply_method(tiny("gpt2"), method("adapter_p"))
 
 
 # --- adapters start near the identity; forward and backward run ---
@@ -131,8 +205,7 @@ def logits_before_and_after(kind: str, name: str, **overrides) -> tuple[torch.Te
     return before, after
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2"], ADAPTERS))
 def test_adapters_with_a_zero_up_projection_are_exactly_the_base_model(kind, name):
     before, after = logits_before_and_after(kind, name, init_std=0.0)
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
@@ -140,16 +213,25 @@ def test_adapters_with_a_zero_up_projection_are_exactly_the_base_model(kind, nam
 
 # A tiny random GPT-2 has a pre-LN residual stream of scale ~0.02 (its init std), so the same 1e-3 adapter update is
 # relatively larger there than in post-LN BERT/RoBERTa; measured max |diff|: bert/roberta <= 3e-5, gpt2 <= 8e-3.
-@pytest.mark.parametrize("kind, atol", [("bert", 1e-3), ("roberta", 1e-3), ("gpt2", 1e-2)])
-@pytest.mark.parametrize("name", ADAPTERS)
-def test_adapters_start_near_the_base_model(kind, atol, name):
-    before, after = logits_before_and_after(kind, name)
+@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2"], ADAPTERS))
+def test_with_houlsbys_near_zero_init_adapters_start_near_the_base_model(kind, name):
+    atol = 1e-2 if kind == "gpt2" else 1e-3
+    before, after = logits_before_and_after(kind, name, init_std=1e-3)
     assert not torch.equal(before, after)  # the adapters are in the forward pass ...
     torch.testing.assert_close(after, before, atol=atol, rtol=0)  # ... and start as (almost) the identity
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
-@pytest.mark.parametrize("name", BASELINES)
+def test_by_default_adapters_start_from_nn_linears_init_as_the_reference_codes():
+    from lora_repro.methods.adapters import Adapter
+    torch.manual_seed(3)
+    ours = Adapter(16, 4, "relu", layernorm=True, init_std=None)
+    torch.manual_seed(3)
+    down, up = torch.nn.Linear(16, 4), torch.nn.Linear(4, 16)  # models/adapter.py: adapter_A, adapter_B
+    for mine, theirs in ((ours.down, down), (ours.up, up)):
+        assert torch.equal(mine.weight, theirs.weight) and torch.equal(mine.bias, theirs.bias)
+
+
+@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2"], BASELINES))
 def test_forward_and_backward_reach_only_trainable_weights(kind, name):
     sizes = dict(bottleneck=4, drop_layers=1) if name.startswith("adapter") else {}  # the schema refuses stray keys
     model = apply_method(tiny(kind), method(name, **sizes)).train()
@@ -166,7 +248,7 @@ def test_an_unsupported_architecture_lists_the_supported_ones():
 
 
 def test_unknown_adapter_sites_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"method.sites.0='mlp' is invalid: Input should be 'attention' or 'ffn'"):
+    with pytest.raises(ValueError, match=r"method.sites.0='mlp' is invalid: Input should be 'attention', 'ffn', 'ffn_layernorm' or 'block'"):
         apply_method(tiny("bert"), method("adapter_h", sites=["mlp"]))
 
 
@@ -205,6 +287,17 @@ def test_roberta_large_adapter_counts_against_table_2(name, bottleneck, printed,
     assert count == exact
     tolerance = 0.05 if printed < 1 else 0.06 * printed  # the 3.0M/6.0M rows do not round from any bias choice
     assert abs(count / 1e6 - printed) < tolerance
+
+
+@pytest.mark.parametrize("name, printed", [("adapter_d", 0.3), ("adapter_d_large", 0.9)])
+def test_roberta_base_adapter_drop_at_both_sizes_of_table_2(name, printed):
+    # Houlsby's two adapters in the 7 of 12 blocks AdapterDrop keeps; each size's bottleneck is the integer whose
+    # count is nearest the printed one (13: 290,486; 41: 892,990; the next ones, 14 and 42, give 0.31M and 0.91M)
+    bottleneck = method(name).bottleneck
+    count = count_trainable(apply_method(on_meta(ROBERTA_BASE), method(name)))
+    assert count == 7 * 2 * _adapter(768, bottleneck)
+    nearest = min(range(1, 200), key=lambda b: abs(7 * 2 * _adapter(768, b) - printed * 1e6))
+    assert bottleneck == nearest and round(count / 1e6, 1) == printed
 
 
 @pytest.mark.parametrize("bottleneck, printed", [(6, 0.37), (224, 11.09)])
@@ -260,7 +353,7 @@ def sweep_methods(experiment: str) -> list[str]:
 
 
 def test_glue_baselines_runs_every_table_2_row_with_the_papers_per_method_settings():
-    assert sweep_methods("glue_baselines") == ["full", "bitfit", "adapter_d", "adapter_p", "adapter_p_small",
+    assert sweep_methods("glue_baselines") == ["full", "bitfit", "adapter_d", "adapter_d_large", "adapter_p", "adapter_p_small",
                                                "adapter_h", "adapter_h_small", "lora", "lora_dagger"]
     small = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p_small")
     large = compose("+experiment=glue_baselines", "model=roberta-large", "task=glue/mnli", "method=adapter_p")
@@ -306,11 +399,11 @@ def test_e2e_baselines_runs_every_table_3_row_on_gpt2_medium():
 EVERY_METHOD = ("full", "ft_top2", "bitfit", *ADAPTERS, "prefix_embed", "prefix_layer", "lora")
 
 
-@pytest.mark.parametrize("kind, causal", [("bert", False), ("gpt2", True)])
-@pytest.mark.parametrize("name", EVERY_METHOD)
-def test_a_few_steps_lower_the_loss_and_the_trained_weights_round_trip(name, kind, causal, tmp_path):
+@pytest.mark.parametrize("kind, name", placeable(["bert", "gpt2"], EVERY_METHOD))
+def test_a_few_steps_lower_the_loss_and_the_trained_weights_round_trip(name, kind, tmp_path):
     """Every method learns on a tiny model (GLUE-style BERT and E2E-style GPT-2), and its trainable tensors saved
     with save_lora load into a fresh copy of the base model that then computes exactly what the trained one does."""
+    causal = kind == "gpt2"
     cfg = method(name, **({"prefix_len": 4, "infix_len": 0 if causal else 2} if name.startswith("prefix") else {}))
     # 6 blocks: adapter_d drops the lowest 5. GPT-2's logits are its final states against the tied embedding: at the
     # default init (std 0.02) they barely move whatever the blocks do, so the tiny GPT-2 gets a wider init.

@@ -115,6 +115,14 @@ def test_bad_rows_skip_counts_and_reports_the_lines(tmp_path, caplog):
         validated(GlueTask, {**cfg.model_dump(), "bad_rows": "maybe"}, "task")
 
 
+def test_a_byte_order_mark_before_the_header_is_not_part_of_the_first_column(tmp_path):
+    folder = write_glue(tmp_path, "mrpc")  # the official MRPC TSVs open with one
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + (folder / name).read_bytes())
+    data = load(task_cfg("mrpc", folder), char_tokenizer())
+    assert len(data.train) == ROWS
+
+
 @pytest.mark.real
 def test_the_real_sst2_files_have_no_malformed_row(tmp_path):
     from conftest import SHARED
@@ -122,3 +130,13 @@ def test_the_real_sst2_files_have_no_malformed_row(tmp_path):
     for name, n in (("train.tsv", 67_349), ("dev.tsv", 872)):
         frame = read_tsv(SHARED / "data" / "glue" / "SST-2" / name, SUBSETS["sst2"])
         assert len(frame) == n and set(frame.label) == {0, 1}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("subset, folder, rows", [("cola", "CoLA", (8_551, 1_043)), ("mrpc", "MRPC", (3_668, 408)),
+                                                  ("rte", "RTE", (2_490, 277)), ("stsb", "STS-B", (5_749, 1_500))])
+def test_the_real_glue_files_read_whole(subset, folder, rows):
+    from conftest import SHARED
+    from lora_repro.tasks.glue import read_tsv
+    for name, n in zip(("train.tsv", "dev.tsv"), rows):
+        assert len(read_tsv(SHARED / "data" / "glue" / folder / name, SUBSETS[subset])) == n

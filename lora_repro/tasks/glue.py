@@ -82,7 +82,8 @@ def read_rows(path: Path, spec: Subset, bad_rows: str = "error") -> pd.DataFrame
     the file and line (bad_rows="error"), or is skipped and reported with its line numbers (bad_rows="skip")."""
     if bad_rows not in BAD_ROWS:
         raise ConfigError(f"task.bad_rows={bad_rows!r} is not a choice; valid choices: {list(BAD_ROWS)}")
-    with open(path, newline="", encoding="utf-8") as f:  # QUOTE_NONE: one row is one line of the file
+    # utf-8-sig: the official MRPC files open with a byte-order mark, which would hide the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as f:  # QUOTE_NONE: one row is one line of the file
         lines = [(n, row) for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1) if row]
     if spec.header:
         header, rows = spec.header, lines
