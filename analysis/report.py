@@ -182,9 +182,80 @@ def e2e() -> str:
     return markdown(pd.DataFrame(rows))
 
 
+# --- third edition: learning rates searched on the carved rows, budgets that stop on them ---
+SEARCH = RESULTS / "search"  # lr_select's output per GLUE task: SEARCH/<task>/lr_search.csv
+
+
+def search() -> str:
+    """Each task's search: per method, the carved-rows score at every rate of its grid, the selected one starred."""
+    rows = []
+    for path in sorted(SEARCH.glob("*/lr_search.csv")):
+        frame = pd.read_csv(path)
+        for method, group in frame.groupby("method", sort=True):
+            grid = " · ".join(f"{r.lr:g}: {r.score:.4f}{'*' if r.chosen else ''}" for r in group.itertuples())
+            pick = group[group.chosen].iloc[0]
+            rows.append({"task": path.parent.name, "method": method, "metric": pick.main_metric,
+                         "rate: carved-rows score (* selected)": grid, "selected": f"{pick.lr:g}",
+                         "at the grid's edge": "yes" if pick.at_edge else "no"})
+    return markdown(pd.DataFrame(rows)) if rows else "no search has run yet\n"
+
+
+def convergence() -> str:
+    """Per experiment, the share of runs whose best epoch is their last (still improving when they stopped)."""
+    frame = pd.read_csv(RESULTS / "runs.csv")
+    glue = frame[~frame.task.astype(str).str.startswith("e2e")]  # E2E is decoded once, after its last epoch
+    rows = [{"experiment": experiment, "runs": len(group),
+             "best epoch is the last": f"{int(group.best_is_last.sum())} ({group.best_is_last.mean():.0%})",
+             "stopped early (train.patience)": int(group.stopped_early.fillna(False).sum())}
+            for experiment, group in glue.groupby("experiment", sort=True)]
+    return markdown(pd.DataFrame(rows))
+
+
+def dev_score(frame: pd.DataFrame) -> pd.Series:
+    """The dev score of seed runs scored on the carved rows first: metric.<main>_dev, at the epoch the carved rows
+    picked."""
+    return frame.apply(lambda run: run[f"metric.{run.main_metric}_dev"], axis=1)
+
+
+def seeds3() -> str:
+    """Claim 1 re-judged: per task and method, the dev score at the selected rate, median [min, max] over seeds."""
+    frame = runs("repro3_glue")
+    if frame.empty:
+        return "no seed run has finished yet\n"
+    frame = frame.assign(dev=dev_score(frame))
+    rows = [{"task": task, "method": method, "trainable params": f"{int(group.trainable_params.iloc[0]):,}",
+             "dev score (metric), median [min, max]": f"{spread(group.dev)} ({group.main_metric.iloc[0]})",
+             "best epoch is the last": int(group.best_is_last.sum())}
+            for (task, method), group in frame.groupby(["task", "method"], sort=True)]
+    return markdown(pd.DataFrame(rows))
+
+
+def seeds3_paired() -> str:
+    """LoRA minus each method, seed by seed, on the dev score, per task: t interval and sign test."""
+    frame = runs("repro3_glue")
+    rows = []
+    for task, group in frame.groupby("task", sort=True):
+        if group.method.eq("lora").any() and group.method.nunique() > 1:
+            scored = group.assign(score=dev_score(group))[["method", "seed", "score"]]
+            rows += [{"task": task, **row} for row in paired_rows(scored, "lora", "LoRA minus")]
+    return markdown(pd.DataFrame(rows)) if rows else "no pair of methods has seed runs yet\n"
+
+
+def cpu_time() -> str:
+    """CPU time of each third-edition stage: the runs' train_cpu_s summed (training and per-epoch scoring)."""
+    frame = pd.read_csv(RESULTS / "runs.csv")
+    frame = frame[frame.experiment.isin(["repro3_search", "repro3_glue"])]
+    rows = [{"stage": {"repro3_search": "search", "repro3_glue": "seeds"}[experiment], "task": task,
+             "runs": len(group), "CPU hours": f"{group.train_cpu_s.sum() / 3600:.2f}",
+             "per run, minutes (median)": f"{group.train_cpu_s.median() / 60:.1f}"}
+            for (experiment, task), group in frame.groupby(["experiment", "task"], sort=True)]
+    return markdown(pd.DataFrame(rows)) if rows else "no stage has run yet\n"
+
+
 TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "rank_paired": rank_paired,
           "weight_type": weight_type, "weight_type_paired": weight_type_paired, "subspace": subspace,
-          "amplification": amplification, "curve": curve, "e2e": e2e}
+          "amplification": amplification, "curve": curve, "e2e": e2e, "search": search, "convergence": convergence,
+          "seeds3": seeds3, "seeds3_paired": seeds3_paired, "cpu_time": cpu_time}
 
 
 def render(text: str) -> str:

@@ -8,6 +8,7 @@
 # died continues from its checkpoint) and keep each run's record in results/repro/runs/ as soon as it finishes:
 #   bash analysis/reproduce.sh search3  # each method's learning rate per GLUE task, on the carved rows
 #   bash analysis/reproduce.sh seeds3   # 5 seeds per method at its selected rate
+#   bash analysis/reproduce.sh placed   # claim 1's adapters of the second edition with the reference placement
 # TASKS="sst2 mrpc stsb" and METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side.
 # On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1, then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
@@ -82,6 +83,13 @@ seeds3() {
   done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
 }
 
+placed() {  # claim 1's adapters of the second edition, rerun with the reference placement
+  local m seed
+  for m in adapter_h adapter_p; do for seed in 0 1 2 3 4; do
+    echo "repro_adapters_placed/$m/$seed repro_adapters_placed method=$m seed=$seed"
+  done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+}
+
 report() {
   rm -rf results/repro/runs
   (cd outputs/repro && find . \( -name metrics.json -o -path '*/.hydra/config.yaml' -o -path '*/.hydra/overrides.yaml' \
@@ -116,8 +124,8 @@ PY
 }
 
 case $stage in
-  glue | e2e | report | search3 | seeds3) $stage ;;
+  glue | e2e | report | search3 | seeds3 | placed) $stage ;;
   one) shift; one "$@" ;;
   all) glue && e2e && report ;;
-  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report search3 seeds3 all" >&2; exit 1 ;;
+  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report search3 seeds3 placed all" >&2; exit 1 ;;
 esac

@@ -13,7 +13,7 @@ from lora_repro.errors import ConfigError, cli
 
 COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger", "alpha", "seed",
            "trainable_params", "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s",
-           "tokens_per_s", "peak_mem_mb"]
+           "tokens_per_s", "peak_mem_mb", "train_cpu_s", "eval_split", "best_is_last", "stopped_early"]
 # one cell of a paper table: its runs differ by seed only. size (the adapter bottleneck, prefix length, ...) keeps
 # each size of a method apart (Adpt^H 6M and 0.8M are two rows); dagger keeps Table 2's † setup apart
 CELL = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger"]
@@ -28,6 +28,9 @@ def collect(folder: str | Path) -> pd.DataFrame:
         row = {k: rec.get(k) for k in COLUMNS if k != "score"}
         row["targets"] = ",".join(rec["targets"]) if rec.get("targets") else None
         row["dagger"] = bool(rec.get("dagger", False))  # runs recorded before the field: the paper's own setup
+        if rec.get("best_is_last") is None and rec.get("history"):  # recorded before the field: from the history
+            row["best_is_last"] = rec["best_epoch"] == rec["history"][-1]["epoch"]
+            row["stopped_early"] = False  # train.patience did not exist then
         row["score"] = rec["metrics"][rec["main_metric"]]
         row.update({f"metric.{k}": v for k, v in rec["metrics"].items()})
         row["run_dir"] = str(path.parent)
