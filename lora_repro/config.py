@@ -389,6 +389,8 @@ class PretrainConfig(Group):
     seed: Seed = Field(0, description="seed of the LM's init and the data order")
     device: Device = "auto"
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="the last fraction of each heldout source, held out")
+    resume: bool = Field(False, description="continue from the checkpoint in out_dir/checkpoint (written every epoch "
+                         "and train.checkpoint_every steps); a changed field that changes the LM refuses")
     corpus: list[CorpusSource] = Field(min_length=1, description="the text files the tokenizer and LM train on")
     train: TrainConfig = TrainConfig()
     lm: LMConfig

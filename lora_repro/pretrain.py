@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lora_repro import config
 from lora_repro.errors import ConfigError, cli
 from lora_repro.models import EOS
-from lora_repro.record import Logger, write_json
+from lora_repro.record import Logger, check_resume, store_config, write_json
 from lora_repro.tasks import TaskData
 from lora_repro.train import pick_device, seed_everything, train
 
@@ -119,11 +119,20 @@ def lm_task(train_blocks: torch.Tensor, heldout_blocks: torch.Tensor) -> TaskDat
 def pretrain(cfg: config.PretrainConfig) -> dict:
     """Train the tokenizer and the LM on cfg's corpus, save both to out_dir; returns what pretrain.json holds."""
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint"  # resume=true continues from it (train.py), the tokenizer from out_dir
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    plain = cfg.model_dump(mode="json")
+    check_resume(plain, checkpoint)  # before anything trains: a changed field refuses the resume
+    store_config(plain, checkpoint)
     seed_everything(cfg.seed)
     train_lines, heldout = split_corpus(cfg)
-    tokenizer = (gpt2_tokenizer(cfg.lm.tokenizer, cfg.lm.n_positions) if cfg.lm.tokenizer
-                 else train_tokenizer(train_lines, cfg.lm.vocab_size, cfg.lm.n_positions))
+    resuming = cfg.resume and (checkpoint / "trainer_state.json").is_file()
+    if resuming:  # the vocabulary the checkpoint was trained with, not one trained again
+        tokenizer = AutoTokenizer.from_pretrained(str(out))
+    else:
+        tokenizer = (gpt2_tokenizer(cfg.lm.tokenizer, cfg.lm.n_positions) if cfg.lm.tokenizer
+                     else train_tokenizer(train_lines, cfg.lm.vocab_size, cfg.lm.n_positions))
+        tokenizer.save_pretrained(out)
     data = lm_task(blocks(tokenizer, train_lines, cfg.lm.block), blocks(tokenizer, heldout, cfg.lm.block))
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.lm.n_positions, n_embd=cfg.lm.n_embd,
                         n_layer=cfg.lm.n_layer, n_head=cfg.lm.n_head, bos_token_id=tokenizer.eos_token_id,
@@ -134,11 +143,10 @@ def pretrain(cfg: config.PretrainConfig) -> dict:
              cfg.lm.name, len(data.train), cfg.lm.block, len(data.evals["heldout"]))
     logger = Logger(out)  # train_log.jsonl beside the model
     try:
-        result = train(model, data, cfg.train, pick_device(cfg.device), logger)
+        result = train(model, data, cfg.train, pick_device(cfg.device), logger, checkpoint, cfg.resume)
     finally:
         logger.close()
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
     final = result["final_metrics"]
     report = {"lm": cfg.lm.name, "params": params, "train_blocks": len(data.train), "block": cfg.lm.block,
               "heldout_loss": final["loss"], "heldout_perplexity": final["perplexity"], "steps": result["steps"],
