@@ -252,10 +252,27 @@ def cpu_time() -> str:
     return markdown(pd.DataFrame(rows)) if rows else "no stage has run yet\n"
 
 
+def placement() -> str:
+    """How much the adapters' reference placement (December 2026) moves claim 1's second-edition numbers: the same
+    protocol, rates and seeds, the adapters placed before (repro_methods) and as the reference code (after)."""
+    before, after = runs("repro_methods"), runs("repro_adapters_placed")
+    rows = []
+    for method, placed in after.groupby("method", sort=True):
+        was = before[before.method == method]
+        pairs = pd.concat([was.assign(method="before"), placed.assign(method="reference")])[["method", "seed", "score"]]
+        diff = paired_differences(pairs, "reference").iloc[0]
+        rows.append({"method": method, "second edition (before the dropout)": spread(was.score),
+                     "reference placement": spread(placed.score),
+                     "reference minus before, mean [95% t interval]":
+                         f"{diff.mean_diff:+.4f} [{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] (n={diff.n})"})
+    return markdown(pd.DataFrame(rows))
+
+
 TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "rank_paired": rank_paired,
           "weight_type": weight_type, "weight_type_paired": weight_type_paired, "subspace": subspace,
           "amplification": amplification, "curve": curve, "e2e": e2e, "search": search, "convergence": convergence,
-          "seeds3": seeds3, "seeds3_paired": seeds3_paired, "cpu_time": cpu_time}
+          "seeds3": seeds3, "seeds3_paired": seeds3_paired, "cpu_time": cpu_time,
+          "placement": placement}
 
 
 def render(text: str) -> str:
