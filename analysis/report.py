@@ -212,9 +212,9 @@ def convergence() -> str:
 
 
 def dev_score(frame: pd.DataFrame) -> pd.Series:
-    """The dev score of seed runs scored on the carved rows first: metric.<main>_dev, at the epoch the carved rows
+    """The dev score of seed runs scored on the carved rows first: metric.<main>_validation (the official dev split), at the epoch the carved rows
     picked."""
-    return frame.apply(lambda run: run[f"metric.{run.main_metric}_dev"], axis=1)
+    return frame.apply(lambda run: run[f"metric.{run.main_metric}_validation"], axis=1)
 
 
 def seeds3() -> str:

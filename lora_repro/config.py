@@ -33,6 +33,10 @@ class Group(BaseModel):
 class ModelConfig(Group):
     name: Text = Field(description="hub id, or the tiny model's name (conf/model/; paper Tables 2, 3)")
     path: Optional[Text] = Field(None, description="a local Hugging Face folder to load instead of the hub id")
+    gguf_file: Optional[Text] = Field(
+        None, description="a GGUF file to load weights, config and tokenizer from, dequantized to float (needs the "
+                          "gguf package): a name in model.path or an absolute path; with model.path null, a file of "
+                          "the hub repo model.name")
     config: Optional[dict[str, Any]] = Field(
         None, description="a transformers config to build a random-init model from (tiny-bert, tiny-gpt2)")
     config_overrides: dict[str, Any] = Field(
@@ -511,7 +515,7 @@ def check(run: RunConfig) -> None:
             raise ConfigError(f"method.init_adapter={method.init_adapter!r} does not exist; valid choices: a run "
                               f"directory, an adapter.safetensors file, a loralib .bin, or null (start from W0)")
         if run.model.path:
-            check_model_dir(run.model.path)
+            check_model_dir(run.model.path, run.model.gguf_file)
         distributed.grad_accum(run.train, distributed.world_size())
         lora_parts = [p for p in method.parts if p.name == "lora"]
         config = local_config(run.model) if lora_parts or task.name == "synthetic" else None  # no hub fetch here

@@ -1,6 +1,8 @@
-"""Backbones by hub id (model.name), local folder (model.path) or a tiny random-init config (model.config)."""
+"""Backbones by hub id (model.name), local folder (model.path; or a GGUF file in it, model.gguf_file) or a tiny
+random-init config (model.config)."""
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           PreTrainedTokenizerFast)
 
 from lora_repro.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # new, task-specific modules: trained by every method, counted apart (Table 2). "pooler" is a top-level module only in
 # DeBERTa-v2's classifier (ContextPooler, not in the pre-trained checkpoint), which the reference trains with the head
@@ -23,23 +27,42 @@ AUTO_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm
 
 def source(cfg) -> str:
     """Where the weights come from, said once: a local folder, a tiny config, or the hub."""
+    gguf = f", GGUF file {cfg.gguf_file} (dequantized to float)" if cfg.gguf_file else ""
     if cfg.path:
-        return f"local folder {cfg.path}"
+        return f"local folder {cfg.path}{gguf}"
     if cfg.config:
         return f"random init from the tiny config {cfg.name}"
-    return f"hub id {cfg.name}"
+    return f"hub id {cfg.name}{gguf}"
 
 
-def check_model_dir(path: str) -> Path:
+def check_model_dir(path: str, gguf_file: str | None = None) -> Path:
+    """model.path as a folder from_pretrained reads: a save_pretrained folder (config.json), or one holding the GGUF
+    file model.gguf_file names (a GGUF file carries its config and tokenizer; it has no config.json beside it)."""
     folder = Path(path)
+    ggufs = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []
+    if gguf_file:
+        if not (folder / gguf_file).is_file():
+            raise ConfigError(f"model.gguf_file={gguf_file!r} is not a file in model.path={path!r}; valid choices: "
+                              f"{'one of ' + str(ggufs) if ggufs else 'none there (no .gguf file in that folder)'}, "
+                              f"an absolute path to a .gguf file, or null (a save_pretrained folder with config.json)")
+        return folder
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there); "
-                         "valid choices: a folder saved by save_pretrained, or no model.path (hub id / tiny config)")
+        raise ConfigError(f"model.path={path!r} is not a Hugging Face model folder (no config.json there); valid "
+                          f"choices: a folder saved by save_pretrained, "
+                          f"{f'model.gguf_file=NAME with NAME one of {ggufs}, ' if ggufs else ''}"
+                          f"or no model.path (hub id / tiny config)")
     return folder
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
-TOKENIZER_SUFFIXES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt", ".model")
+def gguf(cfg) -> dict:
+    """from_pretrained's gguf_file keyword when model.gguf_file is set: transformers reads the config, weights and
+    tokenizer from that one file and dequantizes the weights to float (it needs the gguf package)."""
+    return {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json", ".gguf")
+TOKENIZER_SUFFIXES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt", ".model",
+                      ".gguf")
 
 
 def folder_files(folder: Path, suffixes: tuple[str, ...]) -> list[str]:
@@ -56,28 +79,36 @@ def unreadable(path: str, what: str, files: list[str], err: Exception) -> str:
 
 def load_model(cfg, kind: str = "classification", num_labels: int = 2, problem_type: str | None = None,
                fresh_head: bool = True) -> nn.Module:
-    """The backbone with a `kind` head: from model.path if set, else model.config (tiny), else the hub id.
+    """The backbone with a `kind` head: from model.path (model.gguf_file in it, if set), else model.config (tiny), else
+    the hub id.
 
     Seed torch first (the run seed, as HF Trainer's set_seed before model creation): the new head of a pretrained
     model draws from that stream. A tiny model's "pre-trained" W0 draws from model.init_seed instead, on a forked RNG,
     so it is the same for every run seed; its head is then drawn again from the run's stream (fresh_head=False keeps
     the init_seed head: the synthetic task's teacher head, part of its ground truth). model.config_overrides (set by a
-    task, e.g. E2E's dropout-free GPT-2) replace fields of the backbone's config."""
+    task, e.g. E2E's dropout-free GPT-2) are set on the backbone's config (those it lacks are logged)."""
     auto = AUTO_CLASSES[kind]
     extra = {"num_labels": num_labels, "problem_type": problem_type} if kind == "classification" else {}
-    extra.update(cfg.config_overrides)
-    if cfg.path:
-        folder = check_model_dir(cfg.path)
-        try:
-            return auto.from_pretrained(str(folder), local_files_only=True, **extra)
-        except Exception as err:  # a truncated or foreign weights file: name it, keep the cause for HYDRA_FULL_ERROR
-            raise ConfigError(unreadable(cfg.path, "weights", folder_files(folder, WEIGHT_SUFFIXES), err)) from err
-    if cfg.config:
+    if cfg.config and not cfg.path:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
-            model = auto.from_config(local_config(cfg, **extra))
+            model = auto.from_config(local_config(cfg, **{**extra, **cfg.config_overrides}))
         return init_head(model) if fresh_head else model
-    return auto.from_pretrained(cfg.name, **extra)
+    where = str(check_model_dir(cfg.path, cfg.gguf_file)) if cfg.path else cfg.name
+    try:  # the config first, the overrides set on it: from_pretrained would hand a key its config lacks to the
+        # model's __init__ (a TypeError: E2E's GPT-2 dropouts on a Llama)
+        config = AutoConfig.from_pretrained(where, local_files_only=bool(cfg.path), **gguf(cfg), **extra)
+        foreign = [k for k in cfg.config_overrides if not hasattr(config, k)]
+        config.update(cfg.config_overrides)
+        model = auto.from_pretrained(where, config=config, local_files_only=bool(cfg.path), **gguf(cfg))
+    except Exception as err:  # a truncated or foreign weights file: name it, keep the cause for HYDRA_FULL_ERROR
+        if not cfg.path:
+            raise
+        raise ConfigError(unreadable(cfg.path, "weights", folder_files(Path(where), WEIGHT_SUFFIXES), err)) from err
+    if foreign:  # a Llama has no residual or embedding dropout to switch off; DeBERTa reads cls_dropout by getattr
+        log.warning("model.config_overrides %s are not fields of this %s config: set, but its model may not read "
+                    "them", foreign, config.model_type)
+    return model
 
 
 @torch.no_grad()
@@ -92,7 +123,8 @@ def init_head(model: nn.Module) -> nn.Module:
 def local_config(cfg, **extra):
     """The backbone's config from model.path or model.config alone (no weights); None for a hub id."""
     if cfg.path:
-        return AutoConfig.from_pretrained(str(check_model_dir(cfg.path)), local_files_only=True, **extra)
+        return AutoConfig.from_pretrained(str(check_model_dir(cfg.path, cfg.gguf_file)), local_files_only=True,
+                                          **gguf(cfg), **extra)
     if cfg.config:
         fields = {**cfg.config, **extra}
         return AutoConfig.for_model(fields.pop("model_type"), **fields)
@@ -127,14 +159,14 @@ def byte_tokenizer(max_length: int = 1024) -> PreTrainedTokenizerFast:
 def load_tokenizer(cfg):
     """The backbone's tokenizer, from the same place as its weights."""
     if cfg.path:
-        folder = check_model_dir(cfg.path)
+        folder = check_model_dir(cfg.path, cfg.gguf_file)
         try:
-            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **gguf(cfg))
         except Exception as err:  # a broken tokenizer.json / vocab file: name it
             raise ConfigError(unreadable(cfg.path, "tokenizer", folder_files(folder, TOKENIZER_SUFFIXES), err)) from err
     if cfg.config:
         return byte_tokenizer() if cfg.config["model_type"] in CAUSAL_TYPES else char_tokenizer()
-    return AutoTokenizer.from_pretrained(cfg.name)
+    return AutoTokenizer.from_pretrained(cfg.name, **gguf(cfg))
 
 
 def is_head(name: str) -> bool:

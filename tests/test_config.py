@@ -345,7 +345,7 @@ def test_a_run_validates_its_config_once(tmp_path, monkeypatch):
 
 
 CORE = ["lora.py", "targets.py", "beam.py", "methods", "metrics"]
-ENTRY_POINTS = {"run.py", "evaluate.py", "pretrain.py", "config.py", "results.py", "export.py"}
+ENTRY_POINTS = {"run.py", "evaluate.py", "pretrain.py", "config.py", "results.py", "export.py", "plan.py"}
 
 
 def imports(path: Path) -> set[str]:
@@ -504,4 +504,4 @@ def test_paper_configs_take_the_reference_scripts_step_and_precision_on_any_devi
         assert worlds[:2] == [1, 2], f
         assert all(grad_accum(run.train, w) * w * per_device == step for w in worlds), f
         checked += 1
-    assert checked == 8 + 72  # DeBERTa's 8 tasks; RoBERTa base and large x LoRA, LoRA-dagger and the adapters
+    assert checked == 8 + 80  # DeBERTa's 8 tasks; RoBERTa base (LoRA, AdapterDrop 0.3M and 0.9M) and large (LoRA, LoRA-dagger, five adapters) x 8 tasks

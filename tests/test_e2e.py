@@ -87,17 +87,20 @@ def test_batched_left_padded_beam_search_equals_one_by_one():
     assert len(set(together)) > 1  # the prompts differ, so do the continuations
 
 
-def test_no_training_split_offline_is_a_clear_error(tmp_path):
+def test_a_folder_without_the_training_split_is_a_clear_error_naming_the_offline_folders(tmp_path):
     cfg = E2ETask(data_dir=str(write_e2e(tmp_path)), train_split="train", eval_split="test")
-    with pytest.raises(ConfigError, match="task.train_split=dev"):
+    with pytest.raises(ConfigError, match=r"no train split: expected train.txt .* or trainset.csv .*"
+                                          r"\.\./shared/data/e2e/paper-format .* or set task.train_split"):
         e2e.check_data_dir(cfg)
     with pytest.raises(ConfigError, match=r"task.eval_split='validation' is invalid: Input should be 'train', 'dev' or"):
         validated(E2ETask, {"eval_split": "validation"}, "task")
 
 
-def test_reference_text_lines_are_stripped_on_both_sides(tmp_path):
-    (tmp_path / "valid.txt").write_text("name : Aromi | area : riverside ||Aromi is by the river . \n")
-    assert e2e.read_file(tmp_path / "valid.txt").values.tolist() == [["name : Aromi | area : riverside",
+def test_reference_text_lines_are_split_as_format_converting_e2e_does(tmp_path):
+    # the line is stripped (test.txt's lines end in a space), the parts are not: the reference's model reads the MR
+    # with its space before "||"
+    (tmp_path / "valid.txt").write_text(" name : Aromi | area : riverside ||Aromi is by the river . \n")
+    assert e2e.read_file(tmp_path / "valid.txt").values.tolist() == [["name : Aromi | area : riverside ",
                                                                        "Aromi is by the river ."]]
 
 

@@ -1,8 +1,16 @@
-"""Backbones: a tiny model's W0 is fixed by model.init_seed; its task head is drawn from the run's seed."""
+"""Backbones: a tiny model's W0 is fixed by model.init_seed; its task head is drawn from the run's seed; a local
+folder loads from save_pretrained files or from one GGUF file (model.gguf_file)."""
+import numpy as np
+import pytest
 import torch
+from tokenizers import pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-from lora_repro.config import ModelConfig
-from lora_repro.models import load_model
+from conftest import SHARED
+from lora_repro.config import ModelConfig, compose
+from lora_repro.errors import ConfigError
+from lora_repro.lora import apply_lora
+from lora_repro.models import load_model, load_tokenizer
 
 TINY_BERT = dict(name="tiny", path=None, init_seed=0, config={
     "model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -32,3 +40,130 @@ def test_init_seed_alone_moves_w0_and_the_run_rng_is_untouched():
 
 def test_fresh_head_false_keeps_the_init_seed_head_for_every_run_seed():
     assert torch.equal(build(0, fresh_head=False)["classifier.weight"], build(5, fresh_head=False)["classifier.weight"])
+
+
+# --- GGUF (model.gguf_file): a tiny Llama written as llama.cpp's converter writes one, read back through our loader ---
+
+GGUF_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *sorted(pre_tokenizers.ByteLevel.alphabet()), "Ġt"]
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    """2 layers, width 32, 4 query / 2 key-value heads, SmolLM2's special tokens (eos = <|im_end|> = 2)."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model("llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, intermediate_size=64, vocab_size=len(GGUF_TOKENS),
+                                  max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1,
+                                  eos_token_id=2, pad_token_id=2)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def write_gguf(model: LlamaForCausalLM, path) -> None:
+    """model as an F32 GGUF file with a byte-level BPE tokenizer (one merge), the layout SmolLM2's file has."""
+    import gguf
+    c = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(c.vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(GGUF_TOKENS)
+    writer.add_token_types([3] * 3 + [1] * (len(GGUF_TOKENS) - 3))  # 3 = control (special), 1 = normal
+    writer.add_token_merges(["Ġ t"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_pad_token_id(2)
+    writer.add_unk_token_id(0)
+
+    def rotary_order(w, heads):  # llama.cpp's convert_hf_to_gguf.py permutes q and k rows; transformers undoes it
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
+    for i in range(c.num_hidden_layers):
+        for ours, theirs in GGUF_NAMES.items():
+            w = weights[f"model.layers.{i}.{ours}.weight"]
+            w = {"attn_q": rotary_order(w, c.num_attention_heads),
+                 "attn_k": rotary_order(w, c.num_key_value_heads)}.get(theirs, w)
+            writer.add_tensor(f"blk.{i}.{theirs}.weight", np.ascontiguousarray(w))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.fixture
+def gguf_folder(tmp_path):
+    pytest.importorskip("gguf", reason="model.gguf_file needs the gguf package (pyproject.toml dependencies)")
+    write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    return tmp_path
+
+
+def test_gguf_file_loads_the_weights_and_tokenizer_it_was_written_from(gguf_folder):
+    # E2E's task file sets GPT-2's dropouts (resid_pdrop, ...), fields a Llama config lacks: set, not a TypeError
+    cfg = ModelConfig(name="tiny-llama", path=str(gguf_folder), gguf_file="tiny.gguf",
+                      config_overrides={"resid_pdrop": 0.0, "attn_pdrop": 0.0})
+    model, tokenizer = load_model(cfg, "causal_lm").eval(), load_tokenizer(cfg)
+    ids = tokenizer("name : The Eagle at the", add_special_tokens=False)["input_ids"]
+    assert isinstance(model, LlamaForCausalLM) and 259 in ids  # "Ġt", the one merge
+    assert tokenizer.decode(ids) == "name : The Eagle at the"
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        torch.testing.assert_close(model(x).logits, tiny_llama()(x).logits, rtol=0, atol=1e-6)
+    absolute = ModelConfig(name="tiny-llama", path=str(gguf_folder), gguf_file=str(gguf_folder / "tiny.gguf"))
+    assert torch.equal(load_model(absolute, "causal_lm").model.layers[1].self_attn.k_proj.weight,
+                       model.model.layers[1].self_attn.k_proj.weight)
+
+
+def test_gguf_folder_passes_the_run_config_check_and_a_wrong_file_names_the_choices(gguf_folder):
+    run = compose("model=smollm2-135m", f"model.path={gguf_folder}", "model.gguf_file=tiny.gguf", "task=e2e",
+                  "method=lora", "method.r=4")
+    assert run.model.gguf_file == "tiny.gguf"
+    for make in (lambda: compose("model=smollm2-135m", f"model.path={gguf_folder}", "model.gguf_file=nope.gguf"),
+                 lambda: load_model(ModelConfig(name="x", path=str(gguf_folder), gguf_file="nope.gguf"), "causal_lm"),
+                 lambda: load_tokenizer(ModelConfig(name="x", path=str(gguf_folder), gguf_file="nope.gguf"))):
+        with pytest.raises(ConfigError, match=r"model.gguf_file='nope.gguf' is not a file in model.path=.*; valid "
+                                              r"choices: one of \['tiny.gguf'\]"):
+            make()
+    with pytest.raises(ConfigError, match=r"no config.json there\); valid choices: .*model.gguf_file=NAME with NAME "
+                                          r"one of \['tiny.gguf'\]"):
+        load_model(ModelConfig(name="x", path=str(gguf_folder)), "causal_lm")
+
+
+def test_save_pretrained_llama_loads_without_gguf_file_and_takes_gpt2_overrides(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    model = load_model(ModelConfig(name="x", path=str(tmp_path), config_overrides={"resid_pdrop": 0.0}), "causal_lm")
+    assert model.config.resid_pdrop == 0.0 and model.config.attention_dropout == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), tiny_llama().state_dict().values()))
+    with pytest.raises(ConfigError, match=r"model.gguf_file='x.gguf' is not a file in .*none there"):
+        load_model(ModelConfig(name="x", path=str(tmp_path), gguf_file="x.gguf"), "causal_lm")
+
+
+SMOLLM2 = SHARED / "models/smollm2-135m-instruct"
+
+
+@pytest.mark.real
+def test_real_smollm2_gguf_is_a_135m_llama_and_lora_qv_r4_trains_230k():
+    cfg = ModelConfig(name="HuggingFaceTB/SmolLM2-135M-Instruct", path=str(SMOLLM2),
+                      gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tokenizer = load_model(cfg, "causal_lm"), load_tokenizer(cfg)
+    c = model.config
+    assert isinstance(model, LlamaForCausalLM) and sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads) == (30, 576, 9, 3)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id, len(tokenizer)) == ("<|im_end|>", 2, 49_152)
+    apply_lora(model, ["q", "v"], r=4, alpha=32)
+    # per layer r x (d_in + d_out): q is 576 -> 576; v is 576 -> 3 kv heads x 64 = 192 (grouped-query attention)
+    d, d_kv = c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    expected = c.num_hidden_layers * 4 * ((d + d) + (d + d_kv))
+    assert expected == 230_400 == sum(p.numel() for p in model.parameters() if p.requires_grad)

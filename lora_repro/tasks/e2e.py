@@ -1,14 +1,17 @@
 """E2E NLG Challenge (paper Sec. 5.4, Table 3): MR -> restaurant description with GPT-2, beam search, 5 metrics.
 
-Data come from the hub through `datasets` (task.hub_id) or from task.data_dir holding the challenge's CSVs
-(trainset.csv, devset.csv, testset_w_refs.csv; columns mr, ref) or the reference code's `MR||reference` text files
-(train.txt, valid.txt, test.txt). Training sequences follow the reference code (PAPER.md Sec. 3.1): the MR, the
-end-of-text token as separator, then " " + reference and end-of-text; the loss covers the reference tokens only,
-with label smoothing. Evaluation decodes one hypothesis per unique MR and scores it against all references of that
-MR (630 groups on the test set), as the reference code's gpt2_decode.py and the official scorer do.
+Data come from task.data_dir holding the reference code's `MR||reference` text files (train.txt, valid.txt,
+test.txt: the paper's form, MRs rewritten and references tokenized, read as format_converting_e2e.py reads them), or
+the challenge's CSVs (trainset.csv, devset.csv, testset_w_refs.csv; columns mr, ref), or the hub through `datasets`
+(task.hub_id). Training sequences follow gpt2_encode.py (PAPER.md Sec. 3.1): the MR, the end-of-text token as
+separator, then " " + reference and end-of-text; the loss covers the reference tokens only, with label smoothing.
+Evaluation decodes one hypothesis per unique MR and writes and scores it against all references of that MR (630
+groups on the test set) as gpt2_decode.py's e2e branch and `measure_scores.py -p` do; tests/test_e2e_reference.py
+checks every step against a transcription of those scripts.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +26,7 @@ CSV_FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_re
 TXT_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 HUB_COLUMNS = {"meaning_representation": "mr", "human_reference": "ref"}
+REFERENCE_CUTS = ("<|endoftext|>", "\n\n")  # gpt2_decode.py cuts each reference at these, whatever the tokenizer
 
 
 def split_file(folder: Path, split: str) -> Path:
@@ -30,9 +34,11 @@ def split_file(folder: Path, split: str) -> Path:
     for path in (folder / CSV_FILES[split], folder / TXT_FILES[split]):
         if path.is_file():
             return path
-    raise ConfigError(f"task.data_dir={str(folder)!r} has no {split} split: expected {CSV_FILES[split]} (the "
-                            f"challenge's CSV, columns mr,ref) or {TXT_FILES[split]} (MR||reference lines). Offline, "
-                            f"only dev and test exist: set task.train_split=dev (see ../shared/data/PROVENANCE.md)")
+    raise ConfigError(f"task.data_dir={str(folder)!r} has no {split} split: expected {TXT_FILES[split]} "
+                      f"(MR||reference lines, the reference code's form) or {CSV_FILES[split]} (the challenge's CSV, "
+                      f"columns mr,ref). Offline, ../shared/data/e2e/paper-format holds all three splits in the "
+                      f"reference's form and ../shared/data/e2e all three CSVs (see ../shared/data/PROVENANCE.md); "
+                      f"or set task.{'train' if split == 'train' else 'eval'}_split to a split the folder has")
 
 
 def check_data_dir(cfg) -> Path:
@@ -63,14 +69,17 @@ def _read_file(path: Path) -> pd.DataFrame:
         if not {"mr", "ref"} <= set(frame.columns):
             raise ConfigError(f"task.data_dir: {path} has columns {list(frame.columns)}; expected mr and ref")
         return frame[["mr", "ref"]].apply(lambda column: column.str.strip())
-    # both sides stripped (the reference's format_converting_e2e.py strips each line): every line of its test.txt ends
-    # in a space, which would otherwise add a token to every target
-    rows = [[part.strip() for part in line.split("||", 1)]
-            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    bad = [i for i, row in enumerate(rows) if len(row) != 2]
-    if bad:
-        raise ConfigError(f"task.data_dir: {path} line {bad[0] + 1} is not 'MR||reference'")
-    return pd.DataFrame(rows, columns=["mr", "ref"])
+    # format_converting_e2e.py: the line stripped (every line of test.txt ends in a space), then split at "||"; the MR
+    # keeps any space before "||" and the reference any after it, as the reference's model sees them. Lines are
+    # what its `for line in reader` gives (universal newlines: \n, \r\n, \r), not str.splitlines (which also splits
+    # at \x0c, \x85, \u2028, ...). Blank lines are skipped (the reference stops on them with an IndexError).
+    lines = path.read_text(encoding="utf-8").split("\n")
+    rows = [(number, line.strip().split("||")) for number, line in enumerate(lines, 1) if line.strip()]
+    bad = [(number, len(items) - 1) for number, items in rows if len(items) != 2]
+    if bad:  # the reference would read no "||" as a crash and two as text dropped after the second
+        raise ConfigError(f"task.data_dir: {path} line {bad[0][0]} has {bad[0][1]} '||' separators; a line is "
+                          f"'MR||reference', with exactly one")
+    return pd.DataFrame([items for _, items in rows], columns=["mr", "ref"])
 
 
 def read_split(cfg, split: str) -> pd.DataFrame:
@@ -83,16 +92,33 @@ def read_split(cfg, split: str) -> pd.DataFrame:
 
 
 def group_references(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Unique MRs in first-seen order and the references of each (the official scorer's grouping)."""
-    groups = frame.groupby("mr", sort=False)["ref"].apply(list)
-    return list(groups.index), list(groups.values)
+    """Unique MRs in first-seen order and the references of each, as gpt2_decode.py's e2e branch writes them.
+
+    gpt2_decode.py keys a dict by the exact MR string and cuts each reference at <|endoftext|> and a blank line, then
+    strips it. Beyond it, so that the scorer reads the groups back as they are: line breaks inside a reference
+    become spaces, an empty reference is left out (its blank line would end the group), and so is an MR left with none.
+    """
+    groups: dict[str, list[str]] = {}
+    for mr, ref in zip(frame.mr, frame.ref):
+        refs = groups.setdefault(mr, [])
+        line = one_line(clean(ref, list(REFERENCE_CUTS)))
+        if line:
+            refs.append(line)
+    groups = {mr: refs for mr, refs in groups.items() if refs}
+    return list(groups), list(groups.values())
+
+
+def text_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of plain text, as the reference's encoder.py gives them: "<|endoftext|>" written in an MR or a
+    reference is text (its characters' tokens), never the end token (transformers' default would make it one)."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def encode(tokenizer, mrs: list[str], refs: list[str], max_len: int) -> list[dict[str, list[int]]]:
     """MR + <eos> as the prompt, " " + ref + <eos> as the completion; labels -100 over the prompt."""
     eos = tokenizer.eos_token_id
-    prompts = tokenizer(mrs, add_special_tokens=False)["input_ids"]
-    completions = tokenizer([" " + r for r in refs], add_special_tokens=False)["input_ids"]
+    prompts = text_ids(tokenizer, mrs)
+    completions = text_ids(tokenizer, [" " + r for r in refs])
     rows = []
     for p, c in zip(prompts, completions):
         ids = (p + [eos] + c + [eos])[:max_len]
@@ -129,7 +155,7 @@ def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: floa
 def prompt_batch(tokenizer, mrs: list[str], max_len: int) -> dict[str, torch.Tensor]:
     """MR + <eos> prompts, left-padded (generation continues every row from its last column)."""
     eos = tokenizer.eos_token_id
-    prompts = [(p + [eos])[-max_len:] for p in tokenizer(mrs, add_special_tokens=False)["input_ids"]]
+    prompts = [(p + [eos])[-max_len:] for p in text_ids(tokenizer, mrs)]
     width = max(map(len, prompts))
     ids = torch.full((len(prompts), width), eos)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -153,6 +179,12 @@ def clean(text: str, stop_strings: list[str]) -> str:
     for stop in stop_strings:
         text = text.split(stop, 1)[0]
     return text.strip()
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break the scorer reads as one (str.splitlines': \\n, \\r, \\x0c, \\x85, \\u2028,
+    ...) made a space. gpt2_decode.py writes outputs as they are, so one with a line break shifts every later MR's."""
+    return " ".join(text.splitlines())
 
 
 def generate(model: torch.nn.Module, tokenizer, mrs: list[str], cfg, device: torch.device,
@@ -182,10 +214,18 @@ def decode(tokenizer, ids, stops: list[str]) -> list[str]:
 
 
 def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str) -> None:
-    """e2e_ref.txt (each MR's references, a blank line between MRs) and e2e_pred_<tag>.txt: the scorer's input."""
-    from lora_repro.record import write_atomic
-    write_atomic(folder / "e2e_ref.txt", "\n\n".join("\n".join(refs) for refs in references) + "\n")
-    write_atomic(folder / f"e2e_pred_{tag}.txt", "\n".join(h.replace("\n", " ") for h in hypotheses) + "\n")
+    """e2e_ref.txt and e2e_pred_<tag>.txt byte for byte as gpt2_decode.py writes them, the scorer's input: each
+    MR's references a line each, then a blank line; one output a line. Line breaks inside a line become spaces."""
+    write_utf8(folder / "e2e_ref.txt", "".join("".join(one_line(r) + "\n" for r in refs) + "\n" for refs in references))
+    write_utf8(folder / f"e2e_pred_{tag}.txt", "".join(one_line(h) + "\n" for h in hypotheses))
+
+
+def write_utf8(path: Path, text: str) -> None:
+    """`text` as UTF-8 whatever the locale (gpt2_decode.py opens its files with encoding='utf8'), written beside
+    `path` and renamed: a killed run never leaves half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(text.encode("utf-8"))
+    os.replace(partial, path)
 
 
 def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
@@ -202,6 +242,9 @@ def load(cfg, tokenizer) -> TaskData:
         raise ConfigError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
     train = subsample(read_split(cfg, train_split), cfg.max_train_samples, cfg.data_seed)
     mrs, references = group_references(read_split(cfg, eval_split))
+    if not mrs:
+        raise ConfigError(f"task.eval_split={eval_split!r}: no MR of that split has a reference left once cut at "
+                          f"<|endoftext|> and stripped (gpt2_decode.py); it needs at least one to score")
     if cfg.max_eval_mrs:
         mrs, references = mrs[:cfg.max_eval_mrs], references[:cfg.max_eval_mrs]
     rows = encode(tokenizer, list(train.mr), list(train.ref), cfg.max_seq_len)
@@ -213,7 +256,7 @@ def load(cfg, tokenizer) -> TaskData:
 
     def evaluate(model: torch.nn.Module, device: torch.device, batch_size: int, out_dir: Path | None,
                  tag: str) -> dict[str, float]:
-        hypotheses = generate(model, tokenizer, mrs, cfg, device, batch_size)
+        hypotheses = [one_line(h) for h in generate(model, tokenizer, mrs, cfg, device, batch_size)]  # as written
         if out_dir is not None:
             write_official(out_dir, references, hypotheses, tag)
         return score_run(references, hypotheses)
