@@ -9,7 +9,11 @@
 #   bash analysis/reproduce.sh search3  # each method's learning rate per GLUE task, on the carved rows
 #   bash analysis/reproduce.sh seeds3   # 5 seeds per method at its selected rate
 #   bash analysis/reproduce.sh placed   # claim 1's adapters of the second edition with the reference placement
-# TASKS="sst2 mrpc stsb" and METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side.
+#   bash analysis/reproduce.sh pretrain3     # claim 5's ladder: the 1.4M and 5.9M LMs pretrained here, side by side
+#   bash analysis/reproduce.sh e2e_search3   # each method's E2E rate per base model, on 100 carved training MRs
+#   bash analysis/reproduce.sh e2e_seeds3    # 3 seeds per method and base model at its selected rate
+# TASKS="sst2 mrpc stsb" and METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side; for E2E,
+# BASES="gpt2-mini gpt2-6m smollm2-135m" and E2E_METHODS="lora full adapter_l".
 # On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1, then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
 # what the report cites (metrics.json, the Hydra config, the subspace and amplification runs' layer-0 adapters and
@@ -84,6 +88,48 @@ seeds3() {
   done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
 }
 
+BASES3=${BASES:-gpt2-mini gpt2-6m smollm2-135m}
+E2E_METHODS3=${E2E_METHODS:-lora full adapter_l}
+declare -A E2E_GRID=([lora]="5e-4 1e-3 2e-3 5e-3 1e-2" [full]="1e-4 2e-4 5e-4 1e-3 2e-3"
+                     [adapter_l]="5e-4 1e-3 2e-3 5e-3 1e-2")
+# SmolLM2-135M costs ~6 s a step on one core: 1,600 training pairs (200 steps an epoch), at most 4 epochs, and the
+# first 100 test MRs (beam 10 is ~3.6 s an MR); the two LMs pretrained here take repro3_e2e's budget as it is
+declare -A E2E_BUDGET=([smollm2-135m]="model.path=../shared/models/smollm2-135m-instruct \
+model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf task.max_train_samples=1600 task.max_eval_mrs=100 train.epochs=4")
+
+pretrain3() {  # resumable: a killed pretraining continues from its checkpoint (out_dir/checkpoint)
+  local lm
+  for lm in cpu cpu-6m; do
+    echo "$lm"
+  done | xargs -P "${JOBS:-2}" -I{} sh -c 'OMP_NUM_THREADS=1 python -m lora_repro.pretrain lm={} resume=true \
+      hydra.run.dir=outputs/pretrain/lm-{} > outputs/pretrain-{}.log 2>&1 || echo "failed: lm={} (outputs/pretrain-{}.log)"'
+}
+
+e2e_search3() {
+  local b m lr
+  for b in $BASES3; do for m in $E2E_METHODS3; do for lr in ${E2E_GRID[$m]}; do
+    echo "repro3_e2e_search/$b/$m/lr$lr repro3_e2e_search model=$b ${E2E_BUDGET[$b]:-} method=$m train.lr=$lr"
+  done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  for b in $BASES3; do
+    if compgen -G "results/repro/runs/repro3_e2e_search/$b/*/*/metrics.json" >/dev/null; then
+      python -m lora_repro.analysis.lr_select "results/repro/runs/repro3_e2e_search/$b" --out "results/repro/search/e2e-$b"
+    fi
+  done
+}
+
+e2e_seeds3() {
+  local b m seed
+  for b in $BASES3; do
+    if [[ ! -f results/repro/search/e2e-$b/lr/selected.yaml ]]; then
+      echo "e2e_seeds3: results/repro/search/e2e-$b/lr/selected.yaml is missing; run BASES=$b bash $0 e2e_search3 first" >&2
+      exit 1
+    fi
+    for m in $E2E_METHODS3; do for seed in 0 1 2; do
+      echo "repro3_e2e/$b/$m/$seed repro3_e2e --config-dir results/repro/search/e2e-$b +lr=selected model=$b ${E2E_BUDGET[$b]:-} method=$m seed=$seed"
+    done; done
+  done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+}
+
 placed() {  # claim 1's adapters of the second edition, rerun with the reference placement
   local m seed
   for m in adapter_h adapter_p; do for seed in 0 1 2 3 4; do
@@ -125,8 +171,8 @@ PY
 }
 
 case $stage in
-  glue | e2e | report | search3 | seeds3 | placed) $stage ;;
+  glue | e2e | report | search3 | seeds3 | placed | pretrain3 | e2e_search3 | e2e_seeds3) $stage ;;
   one) shift; one "$@" ;;
   all) glue && e2e && report ;;
-  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report search3 seeds3 placed all" >&2; exit 1 ;;
+  *) echo "error: stage=$stage is not a stage; valid choices: glue e2e report search3 seeds3 placed pretrain3 e2e_search3 e2e_seeds3 all" >&2; exit 1 ;;
 esac

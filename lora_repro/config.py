@@ -150,7 +150,7 @@ class DecodeConfig(Group):
     stop_strings: list[str] = Field(["\n\n"], description="text that ends a generation besides <|endoftext|>")
 
 
-class E2ETask(Group):
+class E2ETask(Carved):  # carved_validation counts MRs, each carved with all its references
     name: Literal["e2e"] = Field("e2e", description="E2E NLG Challenge (paper Sec. 5.4, Table 3)")
     hub_id: Text = Field("tuetschek/e2e_nlg", description="the hub dataset read when data_dir is null")
     data_dir: Optional[Text] = Field(None, description="a folder of the challenge CSVs or the reference's .txt files")

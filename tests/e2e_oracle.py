@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -67,15 +68,30 @@ def score_case(ms, case: dict, folder: Path) -> dict:
     return out
 
 
+MS, ROOT, FOLDER = None, None, None  # the loaded scorer, its copy, and per process the folder of its case files
+
+
+def score_one(case: dict) -> dict:
+    global FOLDER
+    if FOLDER is None:
+        FOLDER = Path(tempfile.mkdtemp(prefix="cases-", dir=ROOT.parent))  # removed with the copy
+    return score_case(MS, case, FOLDER)
+
+
 def main(cases_path: str, out_path: str) -> None:
+    """Every case, in order, over one process per core (forked after the scorer is loaded)."""
+    global MS, ROOT
     cases = json.loads(Path(cases_path).read_text(encoding="utf-8"))
     out_path = Path(out_path).resolve()
-    root, ms = load_official()
-    folder = Path(tempfile.mkdtemp(prefix="e2e-oracle-"))
-    results = [score_case(ms, case, folder) for case in cases]
+    ROOT, MS = load_official()
+    workers = min(len(os.sched_getaffinity(0)), len(cases)) if cases else 1
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            results = pool.map(score_one, cases, chunksize=1)
+    else:
+        results = [score_one(case) for case in cases]
     out_path.write_text(json.dumps(results), encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(root.parent, ignore_errors=True)
+    shutil.rmtree(ROOT.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

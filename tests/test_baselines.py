@@ -23,7 +23,7 @@ ROBERTA_LARGE = RobertaConfig(vocab_size=50265, max_position_embeddings=514, typ
                               num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 GPT2_MEDIUM = GPT2Config(n_embd=1024, n_layer=24, n_head=16)
 ADAPTERS = ("adapter_h", "adapter_p", "adapter_l", "adapter_d")
-PRE_LN_REFUSES = {("gpt2", "adapter_p")}  # Pfeiffer's place is inside a post-LayerNorm, which GPT-2 has not
+PRE_LN_REFUSES = {("gpt2", "adapter_p"), ("llama", "adapter_p")}  # Pfeiffer sits inside a post-LayerNorm: pre-LN has none
 
 
 def placeable(kinds, names):
@@ -188,6 +188,14 @@ def test_gpt2_adapters_sit_after_the_attn_and_mlp_output_dropouts():
     assert sites == {"attn.resid_dropout", "mlp.dropout"}
 
 
+def test_llama_adapters_sit_on_the_sublayers_output_projections_and_lins_on_the_block():
+    model = apply_method(tiny("llama"), method("adapter_h", bottleneck=4))
+    sites = {n.split(".", 3)[-1].split(".adapter.")[0] for n in trainable(model)}
+    assert sites == {"self_attn.o_proj", "mlp.down_proj"}
+    lin = apply_method(tiny("llama"), method("adapter_l", bottleneck=4))
+    assert {n.split(".adapter.")[0] for n in trainable(lin)} == {"model.layers.0", "model.layers.1"}
+
+
 def test_pfeiffers_place_inside_a_post_layernorm_is_refused_on_pre_layernorm_gpt2():
     with pytest.raises(ValueError, match=r"'ffn_layernorm', which gpt2 has no place for; valid choices for gpt2: "
                                          r"\['attention', 'ffn', 'block'\]"):
@@ -205,7 +213,7 @@ def logits_before_and_after(kind: str, name: str, **overrides) -> tuple[torch.Te
     return before, after
 
 
-@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2"], ADAPTERS))
+@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2", "llama"], ADAPTERS))
 def test_adapters_with_a_zero_up_projection_are_exactly_the_base_model(kind, name):
     before, after = logits_before_and_after(kind, name, init_std=0.0)
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
@@ -213,9 +221,9 @@ def test_adapters_with_a_zero_up_projection_are_exactly_the_base_model(kind, nam
 
 # A tiny random GPT-2 has a pre-LN residual stream of scale ~0.02 (its init std), so the same 1e-3 adapter update is
 # relatively larger there than in post-LN BERT/RoBERTa; measured max |diff|: bert/roberta <= 3e-5, gpt2 <= 8e-3.
-@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2"], ADAPTERS))
+@pytest.mark.parametrize("kind, name", placeable(["bert", "roberta", "gpt2", "llama"], ADAPTERS))
 def test_with_houlsbys_near_zero_init_adapters_start_near_the_base_model(kind, name):
-    atol = 1e-2 if kind == "gpt2" else 1e-3
+    atol = 1e-2 if kind in ("gpt2", "llama") else 1e-3  # both pre-LN
     before, after = logits_before_and_after(kind, name, init_std=1e-3)
     assert not torch.equal(before, after)  # the adapters are in the forward pass ...
     torch.testing.assert_close(after, before, atol=atol, rtol=0)  # ... and start as (almost) the identity
@@ -243,8 +251,8 @@ def test_forward_and_backward_reach_only_trainable_weights(kind, name):
 
 
 def test_an_unsupported_architecture_lists_the_supported_ones():
-    with pytest.raises(ValueError, match=r"'llama'.*\['bert', 'roberta', 'gpt2'\]"):
-        apply_method(tiny("llama"), method("adapter_h"))
+    with pytest.raises(ValueError, match=r"'deberta-v2'.*\['bert', 'roberta', 'gpt2', 'llama'\]"):
+        apply_method(tiny("deberta-v2"), method("adapter_h"))
 
 
 def test_unknown_adapter_sites_list_the_valid_ones():

@@ -138,6 +138,62 @@ def test_lora_on_gpt2_trains_decodes_and_scores_all_five_metrics(tmp_path):
     assert len((tmp_path / "run/e2e_pred_epoch1.txt").read_text().splitlines()) == len(MRS)
 
 
+def many_mrs(folder, n=12):
+    """A training file of n MRs with 1 to 3 references each (the reference's text format) and a test file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"name : Place {i} | area : riverside||Place {i} is by the river , take {k} ." for i in range(n)
+             for k in range(1 + i % 3)]
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    (folder / "test.txt").write_text("".join(f"{mr}||{ref}\n" for mr, refs in zip(MRS, REFS) for ref in refs))
+    return folder
+
+
+def test_carved_validation_holds_out_whole_mrs_of_the_training_split(tmp_path):
+    data = many_mrs(tmp_path)
+    cfg = validated(E2ETask, {"data_dir": str(data), "carved_validation": 4, "data_seed": 3}, "task")
+    task = e2e.load(cfg, byte_tokenizer())
+    assert list(task.evals) == ["carved", "test"]  # the carved MRs first: they pick the epoch
+    carved_mrs, carved_refs = task.evals["carved"]
+    assert len(carved_mrs) == 4 and task.evals["test"][0] == MRS
+    train = e2e.read_file(data / "train.txt")
+    kept = train[~train.mr.isin(carved_mrs)]
+    assert len(task.train) == len(kept) == len(train) - sum(map(len, carved_refs))  # no carved MR trains
+    assert carved_refs == [list(train.ref[train.mr == mr]) for mr in carved_mrs]  # with all its references
+    again = e2e.load(cfg, byte_tokenizer())
+    assert again.evals["carved"] == task.evals["carved"]  # task.data_seed fixes the draw
+    other = e2e.load(validated(E2ETask, {"data_dir": str(data), "carved_validation": 4, "data_seed": 4}, "task"),
+                     byte_tokenizer())
+    assert other.evals["carved"][0] != carved_mrs
+    only = e2e.load(validated(E2ETask, {"data_dir": str(data), "carved_validation": 4, "carved_only": True,
+                                        "data_seed": 3}, "task"), byte_tokenizer())
+    assert list(only.evals) == ["carved"] and only.evals["carved"] == task.evals["carved"]  # the test set unread
+    with pytest.raises(ConfigError, match=r"task.carved_validation=12 .*12 distinct MRs"):
+        e2e.load(validated(E2ETask, {"data_dir": str(data), "carved_validation": 12}, "task"), byte_tokenizer())
+
+
+def test_with_carved_mrs_the_test_set_is_reported_at_the_epoch_they_pick(tmp_path):
+    from lora_repro.run import run as train_run
+    from test_run import compose_run
+    data, run = many_mrs(tmp_path / "data"), tmp_path / "run"
+    run.mkdir()
+    record = train_run(compose_run("model=tiny-gpt2", "task=e2e", f"task.data_dir={data}", "task.carved_validation=3",
+                                   "task.decode.num_beams=2", "task.decode.max_new_tokens=8", "train.epochs=2",
+                                   "train.warmup_steps=0", "train.eval_each_epoch=true"), run)
+    assert record["eval_split"] == "carved" and [h["epoch"] for h in record["history"]] == [0, 1]
+    best = record["history"][record["best_epoch"]]
+    assert best["bleu"] == max(h["bleu"] for h in record["history"])  # the carved MRs' BLEU picks
+    assert record["metrics"] == {k: v for k, v in best.items() if k not in ("epoch", "step")}
+    assert {"bleu_test", "nist_test", "meteor_test", "rouge_l_test", "cider_test"} <= set(record["metrics"])
+    from lora_repro.metrics.e2e import read_hypotheses, read_references, score_run
+    for epoch in (0, 1):  # each split's files score what the record says
+        test = score_run(read_references(run / "e2e_ref.txt"), read_hypotheses(run / f"e2e_pred_epoch{epoch}.txt"))
+        carved = score_run(read_references(run / "e2e_ref_carved.txt"),
+                           read_hypotheses(run / f"e2e_pred_carved_epoch{epoch}.txt"))
+        assert test["bleu"] == record["history"][epoch]["bleu_test"]
+        assert carved["bleu"] == record["history"][epoch]["bleu"]
+    assert [g.split("\n") for g in (run / "e2e_ref.txt").read_text().strip().split("\n\n")] == REFS
+
+
 def test_pretrained_lm_is_saved_in_hugging_face_format_and_runs_e2e(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"{ref} It is number {i}." for i in range(60) for refs in REFS for ref in refs))

@@ -209,8 +209,19 @@ def test_short_outputs_are_penalised_as_the_official_brevity_penalty_does(agreem
 
 def committed_runs() -> list[Path]:
     """Every E2E run directory committed under results/ (metrics.json beside its outputs)."""
-    refs = (ROOT / "results").rglob("e2e_ref.txt")
-    return sorted(ref.parent for ref in refs if (ref.parent / "metrics.json").is_file())
+    refs = (ROOT / "results").rglob("e2e_ref*.txt")
+    return sorted({ref.parent for ref in refs if (ref.parent / "metrics.json").is_file()})
+
+
+def scored_files(folder: Path, record: dict, epoch: int) -> list[tuple[Path, Path, str]]:
+    """(references, outputs, metric suffix) of each split a run decoded at `epoch`: with carved MRs, theirs carry
+    the unsuffixed metrics and the eval split its name as suffix (bleu_test); else the eval split, unsuffixed."""
+    carved = record["eval_split"] == "carved"
+    pairs = [(folder / "e2e_ref_carved.txt", folder / f"e2e_pred_carved_epoch{epoch}.txt", "")] if carved else []
+    if (folder / "e2e_ref.txt").is_file():
+        suffix = "_" + record["config"]["task"]["eval_split"] if carved else ""
+        pairs.append((folder / "e2e_ref.txt", folder / f"e2e_pred_epoch{epoch}.txt", suffix))
+    return pairs
 
 
 def test_every_committed_e2e_run_records_the_official_scores_of_its_outputs(tmp_path):
@@ -222,15 +233,15 @@ def test_every_committed_e2e_run_records_the_official_scores_of_its_outputs(tmp_
     for folder in runs:
         record = json.loads((folder / "metrics.json").read_text())
         for entry in record["history"]:
-            hyps = read_hypotheses(folder / f"e2e_pred_epoch{entry['epoch']}.txt")
-            measures = ["pymteval", "coco"] + ([] if PERL_MISSING else ["perl"]) if not cases else ["pymteval"]
-            cases.append({"refs": read_references(folder / "e2e_ref.txt"), "hyps": hyps, "measures": measures})
-            records.append((folder, entry))
-    for (folder, entry), expected in zip(records, official(cases, tmp_path)):
+            for refs, hyps, suffix in scored_files(folder, record, entry["epoch"]):
+                measures = ["pymteval", "coco"] + ([] if PERL_MISSING else ["perl"]) if not cases else ["pymteval"]
+                cases.append({"refs": read_references(refs), "hyps": read_hypotheses(hyps), "measures": measures})
+                records.append((folder, entry, suffix))
+    for (folder, entry, suffix), expected in zip(records, official(cases, tmp_path)):
         assert not expected["errors"], (folder, expected["errors"])
         for metric, value in expected["scores"].items():
-            assert abs(entry[metric] - value) <= TOLERANCE[metric], (folder, entry["epoch"], metric, entry[metric],
-                                                                     value)
+            got = entry[metric + suffix]
+            assert abs(got - value) <= TOLERANCE[metric], (folder, entry["epoch"], metric + suffix, got, value)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from transformers.activations import ACT2FN
 
 from lora_repro.targets import architecture, block_lists
 
-SUPPORTED = ("bert", "roberta", "gpt2")
+SUPPORTED = ("bert", "roberta", "gpt2", "llama")
 # Where an adapter may sit, as the path inside one block of the module whose output it takes:
 #   attention      after the attention sublayer's output dropout, before the residual add (and BERT's LayerNorm):
 #                  Houlsby's first adapter, RobertaSelfOutput's `adapter(dropout(dense(h)))`
@@ -22,6 +22,8 @@ SITES = {
     "bert": {"attention": "attention.output.dropout", "ffn": "output.dropout", "ffn_layernorm": "output.LayerNorm",
              "block": ""},
     "gpt2": {"attention": "attn.resid_dropout", "ffn": "mlp.dropout", "block": ""},
+    # pre-norm as GPT-2, with no dropout module after its sublayers: their output projections, before the residual add
+    "llama": {"attention": "self_attn.o_proj", "ffn": "mlp.down_proj", "block": ""},
 }
 SITES["roberta"] = SITES["bert"]
 

@@ -213,11 +213,15 @@ def decode(tokenizer, ids, stops: list[str]) -> list[str]:
     return [clean(text, stops) for text in texts]
 
 
-def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str) -> None:
+def write_official(folder: Path, references: list[list[str]], hypotheses: list[str], tag: str,
+                   split: str = "") -> None:
     """e2e_ref.txt and e2e_pred_<tag>.txt byte for byte as gpt2_decode.py writes them, the scorer's input: each
-    MR's references a line each, then a blank line; one output a line. Line breaks inside a line become spaces."""
-    write_utf8(folder / "e2e_ref.txt", "".join("".join(one_line(r) + "\n" for r in refs) + "\n" for refs in references))
-    write_utf8(folder / f"e2e_pred_{tag}.txt", "".join(one_line(h) + "\n" for h in hypotheses))
+    MR's references a line each, then a blank line; one output a line. Line breaks inside a line become spaces.
+    The carved MRs' pair is e2e_ref_carved.txt and e2e_pred_carved_<tag>.txt (split='carved')."""
+    name = f"_{split}" if split else ""
+    write_utf8(folder / f"e2e_ref{name}.txt",
+               "".join("".join(one_line(r) + "\n" for r in refs) + "\n" for refs in references))
+    write_utf8(folder / f"e2e_pred{name}_{tag}.txt", "".join(one_line(h) + "\n" for h in hypotheses))
 
 
 def write_utf8(path: Path, text: str) -> None:
@@ -232,21 +236,45 @@ def subsample(frame: pd.DataFrame, n, seed: int) -> pd.DataFrame:
     return frame.sample(n=n, random_state=seed) if n and len(frame) > n else frame
 
 
+def carve(frame: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """n MRs of the training split drawn with `seed`, each with all its references, as the split 'carved'; the
+    other MRs stay the training split. By MR, not by row: a carved MR never has a reference left in training."""
+    mrs = pd.Series(frame.mr.unique())
+    if n >= len(mrs):
+        raise ConfigError(f"task.carved_validation={n} is invalid; valid choices: fewer than the training split's "
+                          f"{len(mrs)} distinct MRs (E2E carves MRs, each with all its references), or null")
+    held = set(mrs.sample(n=n, random_state=seed))
+    inside = frame.mr.isin(held)
+    return frame[~inside], frame[inside]
+
+
 def load(cfg, tokenizer) -> TaskData:
-    """The train split as MR/reference pairs, the eval split as one MR group per unique MR; BLEU is the main metric."""
+    """The train split as MR/reference pairs, each eval split as one MR group per unique MR; BLEU is the main metric.
+
+    With task.carved_validation, MRs carved out of the train split (before any subset) are scored first, as the split
+    'carved': they pick the best epoch and early stopping; the eval split follows with its name as a suffix
+    (bleu_test), reported at that epoch, and keeps the file names e2e_ref.txt, e2e_pred_<tag>.txt."""
     from lora_repro.metrics.e2e import score_run
     if cfg.data_dir:
         check_data_dir(cfg)
     train_split, eval_split = cfg.train_split, cfg.eval_split
     if tokenizer.eos_token_id is None:
         raise ConfigError("the model's tokenizer has no end-of-text token; E2E needs one as separator and end")
-    train = subsample(read_split(cfg, train_split), cfg.max_train_samples, cfg.data_seed)
-    mrs, references = group_references(read_split(cfg, eval_split))
-    if not mrs:
-        raise ConfigError(f"task.eval_split={eval_split!r}: no MR of that split has a reference left once cut at "
-                          f"<|endoftext|> and stripped (gpt2_decode.py); it needs at least one to score")
-    if cfg.max_eval_mrs:
-        mrs, references = mrs[:cfg.max_eval_mrs], references[:cfg.max_eval_mrs]
+    train, evals = read_split(cfg, train_split), {}
+    if cfg.carved_validation:
+        train, carved = carve(train, cfg.carved_validation, cfg.data_seed)
+        evals["carved"] = group_references(carved)
+        if not evals["carved"][0]:
+            raise ConfigError(f"task.carved_validation={cfg.carved_validation}: no carved MR has a usable reference")
+    train = subsample(train, cfg.max_train_samples, cfg.data_seed)
+    if not cfg.carved_only:
+        mrs, references = group_references(read_split(cfg, eval_split))
+        if not mrs:
+            raise ConfigError(f"task.eval_split={eval_split!r}: no MR of that split has a reference left once cut "
+                              f"at <|endoftext|> and stripped (gpt2_decode.py); it needs at least one to score")
+        if cfg.max_eval_mrs:
+            mrs, references = mrs[:cfg.max_eval_mrs], references[:cfg.max_eval_mrs]
+        evals[eval_split] = (mrs, references)
     rows = encode(tokenizer, list(train.mr), list(train.ref), cfg.max_seq_len)
     smoothing = cfg.label_smoothing
 
@@ -256,10 +284,14 @@ def load(cfg, tokenizer) -> TaskData:
 
     def evaluate(model: torch.nn.Module, device: torch.device, batch_size: int, out_dir: Path | None,
                  tag: str) -> dict[str, float]:
-        hypotheses = [one_line(h) for h in generate(model, tokenizer, mrs, cfg, device, batch_size)]  # as written
-        if out_dir is not None:
-            write_official(out_dir, references, hypotheses, tag)
-        return score_run(references, hypotheses)
+        metrics = {}
+        for i, (split, (mrs, references)) in enumerate(evals.items()):
+            hypotheses = [one_line(h) for h in generate(model, tokenizer, mrs, cfg, device, batch_size)]  # as written
+            if out_dir is not None:
+                write_official(out_dir, references, hypotheses, tag, "" if split == eval_split else split)
+            suffix = "" if i == 0 else "_" + split
+            metrics.update({name + suffix: value for name, value in score_run(references, hypotheses).items()})
+        return metrics
 
-    return TaskData(train=rows, evals={eval_split: (mrs, references)}, collate=collate_right(tokenizer.eos_token_id),
+    return TaskData(train=rows, evals=evals, collate=collate_right(tokenizer.eos_token_id),
                     score=None, main_metric="bleu", loss=loss, evaluate=evaluate)
