@@ -97,12 +97,14 @@ declare -A E2E_GRID=([lora]="5e-4 1e-3 2e-3 5e-3 1e-2" [full]="1e-4 2e-4 5e-4 1e
 declare -A E2E_BUDGET=([smollm2-135m]="model.path=../shared/models/smollm2-135m-instruct \
 model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf task.max_train_samples=1600 task.max_eval_mrs=100 train.epochs=4")
 
-pretrain3() {  # resumable: a killed pretraining continues from its checkpoint (out_dir/checkpoint)
+pretrain3() {  # resumable: a killed pretraining continues from its checkpoint (out_dir/checkpoint, every 50 steps)
   local lm
+  declare -A out=([cpu]=gpt2-mini-cpu [cpu-6m]=gpt2-6m-cpu)
   for lm in cpu cpu-6m; do
-    echo "$lm"
-  done | xargs -P "${JOBS:-2}" -I{} sh -c 'OMP_NUM_THREADS=1 python -m lora_repro.pretrain lm={} resume=true \
-      hydra.run.dir=outputs/pretrain/lm-{} > outputs/pretrain-{}.log 2>&1 || echo "failed: lm={} (outputs/pretrain-{}.log)"'
+    [[ -f outputs/pretrained/${out[$lm]}/pretrain.json ]] || echo "$lm"
+  done | xargs -r -P "${JOBS:-2}" -I{} sh -c 'OMP_NUM_THREADS=1 python -m lora_repro.pretrain lm={} resume=true \
+      train.checkpoint_every=50 hydra.run.dir=outputs/pretrain/lm-{} > outputs/pretrain-{}.log 2>&1 ||
+      echo "failed: lm={} (outputs/pretrain-{}.log)"'
 }
 
 e2e_search3() {
