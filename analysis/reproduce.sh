@@ -65,14 +65,18 @@ one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finishe
 
 task_args() { echo "task=glue/$1 task.data_dir=../shared/data/glue/${GLUE_DIR[$1]}"; }
 
+select_rates() {  # lr_select on the search runs kept in $1 (each method's rate into $2), once any has finished
+  if compgen -G "$1/*/*/metrics.json" >/dev/null; then
+    python -m lora_repro.analysis.lr_select "$1" --out "$2"
+  fi
+}
+
 search3() {
   local t m lr
   for t in $TASKS3; do for m in $METHODS3; do for lr in ${LR_GRID[$m]}; do
     echo "repro3_search/$t/$m/lr$lr repro3_search $(task_args $t) method=$m train.lr=$lr"
   done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
-  for t in $TASKS3; do
-    python -m lora_repro.analysis.lr_select "results/repro/runs/repro3_search/$t" --out "results/repro/search/$t"
-  done
+  for t in $TASKS3; do select_rates "results/repro/runs/repro3_search/$t" "results/repro/search/$t"; done
 }
 
 seeds3() {
@@ -112,11 +116,7 @@ e2e_search3() {
   for b in $BASES3; do for m in $E2E_METHODS3; do for lr in ${E2E_GRID[$m]}; do
     echo "repro3_e2e_search/$b/$m/lr$lr repro3_e2e_search model=$b ${E2E_BUDGET[$b]:-} method=$m train.lr=$lr"
   done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
-  for b in $BASES3; do
-    if compgen -G "results/repro/runs/repro3_e2e_search/$b/*/*/metrics.json" >/dev/null; then
-      python -m lora_repro.analysis.lr_select "results/repro/runs/repro3_e2e_search/$b" --out "results/repro/search/e2e-$b"
-    fi
-  done
+  for b in $BASES3; do select_rates "results/repro/runs/repro3_e2e_search/$b" "results/repro/search/e2e-$b"; done
 }
 
 e2e_seeds3() {

@@ -513,7 +513,7 @@ def test_blank_lines_are_skipped_and_a_second_separator_is_a_clear_error(tmp_pat
 @pytest.fixture(scope="module")
 def gpt2():
     if not (GPT2 / "encoder.json").is_file():
-        pytest.skip(f"{GPT2} (GPT-2's BPE files) absent")
+        pytest.skip(f"real tier: {GPT2} (GPT-2's BPE files, in ../shared) is not on this machine")
     return gpt2_tokenizer(str(GPT2), 1024), Encoder(GPT2)
 
 
