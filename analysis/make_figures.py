@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from lora_repro.analysis.amplification import amplification, frozen_weight, init_drift  # noqa: E402
+from lora_repro.analysis.paired import paired_differences  # noqa: E402
 from lora_repro.analysis.subspace import module_for, adapter_matrices, random_gaussian, similarity_grid  # noqa: E402
 from lora_repro.analysis.tables import side_by_side, table5_order  # noqa: E402
 from lora_repro.lora import read_adapter  # noqa: E402
@@ -122,20 +123,32 @@ def methods(runs: pd.DataFrame, out: Path) -> list[Path]:
 E2E_METRICS = ["bleu", "nist", "meteor", "rouge_l", "cider"]
 
 
+def test_metrics(e2e: pd.DataFrame) -> pd.DataFrame:
+    """The E2E runs scored on their test set, metric.<m> their test scores: a run that picked its epoch on carved
+    training MRs has them as metric.<m>_test (metric.<m> is its carved score); a search run (carved only) has none."""
+    e2e = e2e.copy()
+    carved = e2e.eval_split == "carved"
+    for m in E2E_METRICS:
+        test = e2e[f"metric.{m}_test"] if f"metric.{m}_test" in e2e else pd.Series(float("nan"), index=e2e.index)
+        e2e[f"metric.{m}"] = test.where(carved, e2e.get(f"metric.{m}"))
+    return e2e[e2e["metric.bleu"].notna()]
+
+
 def e2e_table(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Table 3 analogue: the five E2E metrics per (model, method), mean over seeds as the paper reports."""
-    e2e = runs[runs.task.astype(str).str.startswith("e2e")] if not runs.empty else runs
+    e2e = test_metrics(runs[runs.task.astype(str).str.startswith("e2e")]) if not runs.empty else runs
     if e2e.empty:
-        return skip("e2e_table", "no E2E runs")
+        return skip("e2e_table", "no E2E run scored on its test set")
     columns = [f"metric.{m}" for m in E2E_METRICS if f"metric.{m}" in e2e]
-    table = e2e.groupby(["model", "method"]).agg(
+    table = e2e.groupby(["experiment", "model", "method"]).agg(
         seeds=("seed", "count"), trainable_params=("trainable_params", "first"),
         **{c.removeprefix("metric."): (c, "mean") for c in columns},
         **{f"{c.removeprefix('metric.')}_std": (c, "std") for c in columns}).reset_index()
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "e2e_table.csv", index=False)
     print(table.to_string(index=False, float_format="%.4f"))
-    shown = table[["model", "method", "trainable_params", "seeds"] + [c.removeprefix("metric.") for c in columns]]
+    shown = table[["experiment", "model", "method", "trainable_params", "seeds"]
+                  + [c.removeprefix("metric.") for c in columns]]
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(shown) + 1))
     ax.axis("off")
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
@@ -400,6 +413,55 @@ def ours_vs_paper(runs: pd.DataFrame, out: Path) -> list[Path]:
     return [out / "table6_ours_vs_paper.csv"]
 
 
+LADDER_EXPERIMENT = "repro3_e2e"  # claim 5's ladder: each base model's E2E runs at the searched rates
+
+
+def base_params(group: pd.DataFrame) -> int:
+    """The base model's size: every parameter of a fully fine-tuned run, else a run's total less what it trained."""
+    full = group[group.method == "full"]
+    if not full.empty:
+        return int(full.total_params.iloc[0])
+    run = group.iloc[0]
+    return int(run.total_params - run.trainable_params - run.head_params)
+
+
+def e2e_gap(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Claim 5 as a scaling question: LoRA minus each other method on every E2E test metric, seed by seed, against the
+    base model's size (log axis), with the paired 95% t interval per size."""
+    if runs.empty:
+        return skip("claim5_gap", "no runs")
+    ladder, rows = runs[runs.experiment == LADDER_EXPERIMENT], []
+    for model, group in ladder.groupby("model", sort=True):
+        for other in sorted(set(group.method) - {"lora"}):
+            pair = group[group.method.isin(["lora", other])]
+            if pair.method.nunique() < 2:
+                continue
+            for metric in E2E_METRICS:
+                scores = pair.assign(score=pair[f"metric.{metric}_test"])[["method", "seed", "score"]]
+                diff = paired_differences(scores, "lora").iloc[0]
+                rows.append({"model": model, "base_params": base_params(group), "other": other, "metric": metric,
+                             "n": diff.n, "mean_diff": diff.mean_diff, "ci_low": diff.ci_low,
+                             "ci_high": diff.ci_high, "wins": diff.wins, "losses": diff.losses})
+    if not rows:
+        return skip("claim5_gap", f"no base model of {LADDER_EXPERIMENT} has LoRA and another method on the same seeds")
+    table = pd.DataFrame(rows).sort_values(["other", "metric", "base_params"])
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "claim5_gap.csv", index=False)
+    fig, axes = plt.subplots(1, len(E2E_METRICS), figsize=(3 * len(E2E_METRICS), 3.2), sharex=True)
+    for ax, metric in zip(axes, E2E_METRICS):
+        for other, points in table[table.metric == metric].groupby("other"):
+            ax.errorbar(points.base_params, points.mean_diff, marker="o", capsize=3, label=f"LoRA - {other}",
+                        yerr=[points.mean_diff - points.ci_low, points.ci_high - points.mean_diff])
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(metric)
+        ax.set_xlabel("base model parameters")
+    axes[0].set_ylabel("paired difference, mean [95% t]")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("E2E test set: LoRA minus each method against base-model size (claim 5)")
+    return [out / "claim5_gap.csv"] + save(fig, out, "claim5_gap")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", nargs="?", default="outputs", help="a folder of run directories (default outputs)")
@@ -412,7 +474,7 @@ def main() -> None:
         print(f"no metrics.json under {results}: every figure is skipped")
     written = []
     for make in (methods, params_vs_score, rank_ablation, weight_type, figure3, figure3_long, figure4,
-                 amplification_table, amplification_curve, ours_vs_paper, e2e_table):
+                 amplification_table, amplification_curve, ours_vs_paper, e2e_table, e2e_gap):
         written += make(runs, out)
     print(f"{len(written)} files in {out}")
 

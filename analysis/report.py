@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from lora_repro.analysis.tables import paper_numbers, table5_order
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "REPRODUCTION.md"
 RESULTS = ROOT / "results" / "repro"
+E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")  # Table 3's columns
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
@@ -175,7 +177,7 @@ def e2e() -> str:
     rows = []
     for method, group in sorted(frame.groupby("method"), key=lambda kv: kv[1].trainable_params.iloc[0]):
         row = {"method": method, "trainable params": f"{int(group.trainable_params.iloc[0]):,}", "seeds": len(group)}
-        for m in ("bleu", "nist", "meteor", "rouge_l", "cider"):
+        for m in E2E_METRICS:
             values = group[f"metric.{m}"]
             row[m] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.iloc[0]:.4f}"
         rows.append(row)
@@ -203,17 +205,17 @@ def search() -> str:
 def convergence() -> str:
     """Per experiment, the share of runs whose best epoch is their last (still improving when they stopped)."""
     frame = pd.read_csv(RESULTS / "runs.csv")
-    glue = frame[~frame.task.astype(str).str.startswith("e2e")]  # E2E is decoded once, after its last epoch
+    scored = frame[frame.experiment != "repro_e2e"]  # the second edition's E2E is decoded once, after its last epoch
     rows = [{"experiment": experiment, "runs": len(group),
              "best epoch is the last": f"{int(group.best_is_last.sum())} ({group.best_is_last.mean():.0%})",
              "stopped early (train.patience)": int(group.stopped_early.fillna(False).sum())}
-            for experiment, group in glue.groupby("experiment", sort=True)]
+            for experiment, group in scored.groupby("experiment", sort=True)]
     return markdown(pd.DataFrame(rows))
 
 
 def dev_score(frame: pd.DataFrame) -> pd.Series:
-    """The dev score of seed runs scored on the carved rows first: metric.<main>_validation (the official dev split), at the epoch the carved rows
-    picked."""
+    """The dev score of seed runs scored on the carved rows first: metric.<main>_validation (the official dev
+    split), at the epoch the carved rows picked."""
     return frame.apply(lambda run: run[f"metric.{run.main_metric}_validation"], axis=1)
 
 
@@ -244,8 +246,12 @@ def seeds3_paired() -> str:
 def cpu_time() -> str:
     """CPU time of each third-edition stage: the runs' train_cpu_s summed (training and per-epoch scoring)."""
     frame = pd.read_csv(RESULTS / "runs.csv")
-    frame = frame[frame.experiment.isin(["repro3_search", "repro3_glue"])]
-    rows = [{"stage": {"repro3_search": "search", "repro3_glue": "seeds"}[experiment], "task": task,
+    stages = {"repro3_search": "search", "repro3_glue": "seeds", "repro3_e2e_search": "E2E search",
+              "repro3_e2e": "E2E seeds"}
+    frame = frame[frame.experiment.isin(list(stages))]
+    frame = frame.assign(task=[f"{t} ({Path(m).name})" if e.startswith("repro3_e2e") else t
+                               for t, m, e in zip(frame.task, frame.model, frame.experiment)])
+    rows = [{"stage": stages[experiment], "task": task,
              "runs": len(group), "CPU hours": f"{group.train_cpu_s.sum() / 3600:.2f}",
              "per run, minutes (median)": f"{group.train_cpu_s.median() / 60:.1f}"}
             for (experiment, task), group in frame.groupby(["experiment", "task"], sort=True)]
@@ -268,11 +274,73 @@ def placement() -> str:
     return markdown(pd.DataFrame(rows))
 
 
+# --- claim 5 as a scaling question: the base-model ladder, E2E trained on the training set, scored on test ---
+PRETRAIN = RESULTS / "pretrain"  # each LM pretrained here: its pretrain.json, as <lm>.json
+
+
+def ladder_runs() -> pd.DataFrame:
+    """The ladder's seed runs, metric.<m> their test scores (metric.<m>_test: the carved MRs picked the epoch)."""
+    frame = runs("repro3_e2e")
+    return frame.assign(**{f"test.{m}": frame[f"metric.{m}_test"] for m in E2E_METRICS}) if not frame.empty else frame
+
+
+def ladder() -> str:
+    """The base models of claim 5's ladder: size, where their pretraining came from, held-out perplexity."""
+    rows = []
+    for path in sorted(PRETRAIN.glob("*.json"), key=lambda p: json.loads(p.read_text())["params"]):
+        rec = json.loads(path.read_text())
+        rows.append({"base model": rec["lm"], "parameters": f"{rec['params']:,}",
+                     "pretraining": f"here: {rec['steps']} steps on {rec['train_blocks']:,} blocks of "
+                                    f"{rec['block']} tokens, {rec['train_time_s'] / 60:.0f} min on one thread",
+                     "held-out perplexity (WikiText-2 tail, its own 4,096 BPE)": f"{rec['heldout_perplexity']:.1f}"})
+    here = {row["base model"] for row in rows}
+    frame = ladder_runs()
+    for model, group in frame.groupby("model", sort=True):
+        if Path(model).name not in here:
+            full = group[group.method == "full"]
+            size = int(full.total_params.iloc[0]) if not full.empty else None
+            rows.append({"base model": Path(model).name, "parameters": f"{size:,}" if size else "-",
+                         "pretraining": "elsewhere (see ../shared/models/PROVENANCE.md)",
+                         "held-out perplexity (WikiText-2 tail, its own 4,096 BPE)": "- (another vocabulary)"})
+    return markdown(pd.DataFrame(rows)) if rows else "no base model has been pretrained yet\n"
+
+
+def e2e3() -> str:
+    """Claim 5 per base model: each method at its selected rate, the five test metrics, mean ± std over seeds."""
+    frame = ladder_runs()
+    if frame.empty:
+        return "no ladder run has finished yet\n"
+    rows = []
+    for (model, method), group in frame.groupby(["model", "method"], sort=True):
+        row = {"base model": Path(model).name, "method": method,
+               "trainable params": f"{int(group.trainable_params.iloc[0]):,}", "seeds": len(group),
+               "best epoch is the last": int(group.best_is_last.sum())}
+        for m in E2E_METRICS:
+            values = group[f"test.{m}"]
+            row[m] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.iloc[0]:.4f}"
+        rows.append(row)
+    return markdown(pd.DataFrame(rows))
+
+
+def e2e3_paired() -> str:
+    """The gap figure read off (figures/claim5_gap.csv): LoRA minus each method per base model and test metric."""
+    path = RESULTS / "figures" / "claim5_gap.csv"
+    if not path.is_file():
+        return "no base model has LoRA and another method on the same seeds yet\n"
+    frame = pd.read_csv(path)
+    rows = [{"base model": Path(r.model).name, "base params": f"{int(r.base_params):,}", "LoRA minus": r.other,
+             "metric": r.metric, "seeds": r.n,
+             "mean [95% t interval]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+             "LoRA wins / losses": f"{r.wins} / {r.losses}"}
+            for r in frame.sort_values(["other", "metric", "base_params"]).itertuples()]
+    return markdown(pd.DataFrame(rows))
+
+
 TABLES = {"methods": methods, "paired": paired, "params": params, "rank": rank, "rank_paired": rank_paired,
           "weight_type": weight_type, "weight_type_paired": weight_type_paired, "subspace": subspace,
           "amplification": amplification, "curve": curve, "e2e": e2e, "search": search, "convergence": convergence,
           "seeds3": seeds3, "seeds3_paired": seeds3_paired, "cpu_time": cpu_time,
-          "placement": placement}
+          "placement": placement, "ladder": ladder, "e2e3": e2e3, "e2e3_paired": e2e3_paired}
 
 
 def render(text: str) -> str:

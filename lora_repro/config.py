@@ -67,6 +67,8 @@ class TrainConfig(Group):
     patience: Optional[int] = Field(None, ge=1, description="stop when the first eval split's main metric (the carved "
                                     "rows when task.carved_validation is set) has not improved for this many "
                                     "epochs; null = all train.epochs")
+    min_epochs: int = Field(0, ge=0, description="train.patience stops no run before this many epochs: a score "
+                            "still at its floor (a majority-class MCC of 0) has not started to improve yet")
     snapshot_steps: list[Annotated[int, Field(ge=0)]] = Field(
         [], description="optimizer steps after which the trainable tensors are saved to snapshots/step<N>.safetensors "
                         "(0 = the init); Sec. 7.3's ΔW against training steps")

@@ -102,6 +102,10 @@ def flat(data, prefix: str = "") -> dict:
     return out if out or not prefix else {prefix: data}
 
 
+# fields added after runs were recorded: absent from a stored config, they count as this value (what those runs did)
+ADDED_FIELDS = {"train.min_epochs": 0}
+
+
 def check_resume(config: dict, run_dir: Path) -> None:
     """resume=true continues only the run its directory holds: a field that changes the result (model, task,
     method, data, optimizer, schedule, seed) must be what it was; logging and evaluation batch size may change.
@@ -118,7 +122,8 @@ def check_resume(config: dict, run_dir: Path) -> None:
         return
     stored = json.loads(stored_file.read_text())
     stored = stored["config"] if stored_file.name == "metrics.json" else stored
-    old, new = flat(stored), flat(config)
+    new = flat(config)
+    old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **flat(stored)}
     changed = [path for path in sorted(set(old) | set(new)) if old.get(path, "<absent>") != new.get(path, "<absent>")
                and not any(path == free or path.startswith(free + ".") for free in RESUME_MAY_CHANGE)]
     if changed:

@@ -12,8 +12,8 @@ from hydra.experimental.callback import Callback
 from lora_repro.errors import ConfigError, cli
 
 COLUMNS = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger", "alpha", "seed",
-           "trainable_params", "head_params", "best_epoch", "main_metric", "score", "steps", "train_time_s",
-           "tokens_per_s", "peak_mem_mb", "train_cpu_s", "eval_split", "best_is_last", "stopped_early"]
+           "trainable_params", "total_params", "head_params", "best_epoch", "main_metric", "score", "steps",
+           "train_time_s", "tokens_per_s", "peak_mem_mb", "train_cpu_s", "eval_split", "best_is_last", "stopped_early"]
 # one cell of a paper table: its runs differ by seed only. size (the adapter bottleneck, prefix length, ...) keeps
 # each size of a method apart (Adpt^H 6M and 0.8M are two rows); dagger keeps Table 2's † setup apart
 CELL = ["experiment", "model", "task", "method", "targets", "r", "size", "dagger"]

@@ -218,8 +218,10 @@ def train(model: torch.nn.Module, data: TaskData, cfg, device: torch.device, log
         return value
 
     def patience_spent() -> bool:
-        """train.patience evaluated epochs since the best one: stop (from the history, so a resumed run agrees)."""
-        return bool(cfg.patience and history and history[-1]["epoch"] - best["epoch"] >= cfg.patience)
+        """train.patience evaluated epochs since the best one, after train.min_epochs: stop (from the history, so a
+        resumed run agrees)."""
+        return bool(cfg.patience and history and history[-1]["epoch"] + 1 >= cfg.min_epochs
+                    and history[-1]["epoch"] - best["epoch"] >= cfg.patience)
     for epoch in range(first, cfg.epochs):
         if patience_spent():
             logging.getLogger("lora_repro").info("early stop after epoch %d: no better %s for train.patience=%d epochs (best: epoch %d)",

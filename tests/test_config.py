@@ -262,8 +262,9 @@ def test_every_bound_itself_is_accepted(hydra_conf):
      "method.lora.r=0 is invalid: Input should be greater than or equal to 1"),
     ([], "train.epoch", 3, "train.epoch=3 is not a field of train; valid fields: ['adam_eps', 'batch_size', "
                            "'checkpoint_every', 'data_order_seed', 'epochs', 'eval_batch_size', 'eval_each_epoch', "
-                           "'global_batch_size', 'grad_accum', 'log_every', 'lr', 'max_grad_norm', 'patience', "
-                           "'precision', 'snapshot_steps', 'warmup_ratio', 'warmup_steps', 'weight_decay']"),
+                           "'global_batch_size', 'grad_accum', 'log_every', 'lr', 'max_grad_norm', 'min_epochs', "
+                           "'patience', 'precision', 'snapshot_steps', 'warmup_ratio', 'warmup_steps', "
+                           "'weight_decay']"),
     ([], "method.rank", 3, "method.rank=3 is not a field of method; valid fields: ['alpha', 'dropout', 'init', "
                            "'init_adapter', 'init_keep_head', 'init_std', 'name', 'r', 'targets']"),
     (["task=glue/sst2"], "task.subset", KeyError, "task.subset is missing"),
@@ -446,6 +447,11 @@ def test_resume_refuses_a_changed_result_field_and_allows_logging_changes(hydra_
         run(typed("method.r=4", "method.alpha=4", "resume=true"), tmp_path)
     record = run(typed("train.log_every=5", "train.eval_batch_size=16", "resume=true"), tmp_path)
     assert record["steps"] == json.loads(before)["steps"]  # the finished run resumed: nothing more to train
+    del stored["train"]["min_epochs"]  # a run recorded before the field existed trained as its default does
+    (tmp_path / "run_config.json").write_text(json.dumps(stored))
+    run(typed("resume=true"), tmp_path)
+    with pytest.raises(ConfigError, match=r"resume=true: train.min_epochs=2 differs .* \(train.min_epochs=0 in"):
+        run(typed("train.min_epochs=2", "resume=true"), tmp_path)
 
 
 # --- the configuration page's table is the models' ---

@@ -1,4 +1,5 @@
 """analysis/make_figures.py: on a small subspace sweep it writes every figure, and Table 7 with finite numbers."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -108,3 +109,49 @@ def test_weight_type_bar_chart_has_a_row_per_weight_type(sweep, tmp_path):
     assert list(table.targets) == ["q", "k", "v", "o", "q,k", "q,v", "q,k,v,o"]  # the paper's Table 5 rows
     assert {(t, int(r)): m for t, r, m in zip(table.targets, table.r, table["median"])} == pytest.approx(expected)
     assert (table.seeds == 2).all() and np.allclose(table["max"] - table["min"], 0.04)
+
+
+@pytest.fixture(scope="module")
+def make_figures():
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "analysis" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ladder_frame(gaps: dict[str, float]) -> pd.DataFrame:
+    """runs.csv rows of claim 5's ladder: two base models x (lora, full) x 3 seeds, carved-picked, scored on test
+    with LoRA ahead of full FT by gaps[model] + seed / 100 on every metric; plus one search run (carved only)."""
+    rows, metrics = [], ("bleu", "nist", "meteor", "rouge_l", "cider")
+    for model, size in (("outputs/pretrained/small", 1000), ("outputs/pretrained/big", 50000)):
+        for seed in range(3):
+            for method, trainable in (("full", size), ("lora", 10)):
+                lift = gaps[model] + seed / 100 if method == "lora" else 0.0
+                rows.append({"experiment": "repro3_e2e", "model": model, "task": "e2e", "method": method,
+                             "seed": seed, "eval_split": "carved", "trainable_params": trainable,
+                             "total_params": size + (trainable if method == "lora" else 0), "head_params": 0,
+                             **{f"metric.{m}": 0.9 for m in metrics},
+                             **{f"metric.{m}_test": 0.3 + lift for m in metrics}})
+    rows.append({**rows[0], "experiment": "repro3_e2e_search", **{f"metric.{m}_test": float("nan") for m in metrics}})
+    return pd.DataFrame(rows)
+
+
+def test_claim5_gap_is_lora_minus_full_ft_per_base_size_with_its_paired_interval(make_figures, tmp_path):
+    gaps = {"outputs/pretrained/small": -0.2, "outputs/pretrained/big": 0.05}
+    written = make_figures.e2e_gap(ladder_frame(gaps), tmp_path)
+    assert {p.name for p in written} == {"claim5_gap.csv", "claim5_gap.png", "claim5_gap.pdf"}
+    table = pd.read_csv(tmp_path / "claim5_gap.csv")
+    assert len(table) == 2 * 5 and set(table.other) == {"full"} and (table.n == 3).all()
+    by_model = table.groupby("model").first()
+    assert by_model.base_params.to_dict() == {"outputs/pretrained/big": 50000, "outputs/pretrained/small": 1000}
+    for model, gap in gaps.items():  # the test scores, not the carved ones (equal for every run): mean of the lifts
+        assert np.allclose(table[table.model == model].mean_diff, gap + 0.01)
+    assert (table.ci_low < table.mean_diff).all() and (table.mean_diff < table.ci_high).all()
+
+
+def test_the_e2e_table_reports_test_scores_and_leaves_out_carved_only_search_runs(make_figures, tmp_path):
+    make_figures.e2e_table(ladder_frame({"outputs/pretrained/small": 0.0, "outputs/pretrained/big": 0.1}), tmp_path)
+    table = pd.read_csv(tmp_path / "e2e_table.csv")
+    assert set(table.experiment) == {"repro3_e2e"} and (table.seeds == 3).all()
+    big_lora = table[(table.model == "outputs/pretrained/big") & (table.method == "lora")]
+    assert big_lora.bleu.item() == pytest.approx(0.3 + 0.1 + 0.01)

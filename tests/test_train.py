@@ -125,5 +125,9 @@ def test_training_stops_once_the_selection_score_has_not_improved_for_patience_e
     full = train(*build(config(*quick[:-1]))[:1], dataclasses.replace(data, evaluate=lambda *a: {"r2": 0.1}),
                  config(*quick[:-1]).train, torch.device("cpu"), lambda record: None)
     assert not full["stopped_early"] and full["best_epoch"] == 0 and len(full["history"]) == 8
+    floor = iter([0.0, 0.0, 0.0, 0.0, 0.2, 0.3, 0.3, 0.3])  # at its floor for 4 epochs, then it climbs
+    late = train(*build(cfg)[:1], dataclasses.replace(data, evaluate=lambda *a: {"r2": next(floor)}),
+                 config(*quick, "train.min_epochs=5").train, torch.device("cpu"), lambda record: None)
+    assert [h["r2"] for h in late["history"]] == [0.0, 0.0, 0.0, 0.0, 0.2, 0.3, 0.3, 0.3] and late["best_epoch"] == 5
     with pytest.raises(Exception, match=r"train.patience=2 needs train.eval_each_epoch=true"):
         config(*quick, "train.eval_each_epoch=false")
