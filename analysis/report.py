@@ -278,12 +278,6 @@ def placement() -> str:
 PRETRAIN = RESULTS / "pretrain"  # each LM pretrained here: its pretrain.json, as <lm>.json
 
 
-def ladder_runs() -> pd.DataFrame:
-    """The ladder's seed runs, metric.<m> their test scores (metric.<m>_test: the carved MRs picked the epoch)."""
-    frame = runs("repro3_e2e")
-    return frame.assign(**{f"test.{m}": frame[f"metric.{m}_test"] for m in E2E_METRICS}) if not frame.empty else frame
-
-
 def ladder() -> str:
     """The base models of claim 5's ladder: size, where their pretraining came from, held-out perplexity."""
     rows = []
@@ -294,7 +288,7 @@ def ladder() -> str:
                                     f"{rec['block']} tokens, {rec['train_time_s'] / 60:.0f} min on one thread",
                      "held-out perplexity (WikiText-2 tail, its own 4,096 BPE)": f"{rec['heldout_perplexity']:.1f}"})
     here = {row["base model"] for row in rows}
-    frame = ladder_runs()
+    frame = runs("repro3_e2e")
     for model, group in frame.groupby("model", sort=True):
         if Path(model).name not in here:
             full = group[group.method == "full"]
@@ -306,8 +300,9 @@ def ladder() -> str:
 
 
 def e2e3() -> str:
-    """Claim 5 per base model: each method at its selected rate, the five test metrics, mean ± std over seeds."""
-    frame = ladder_runs()
+    """Claim 5 per base model: each method at its selected rate, the five test metrics (metric.<m>_test: the carved
+    MRs picked the epoch), mean ± std over seeds."""
+    frame = runs("repro3_e2e")
     if frame.empty:
         return "no ladder run has finished yet\n"
     rows = []
@@ -316,7 +311,7 @@ def e2e3() -> str:
                "trainable params": f"{int(group.trainable_params.iloc[0]):,}", "seeds": len(group),
                "best epoch is the last": int(group.best_is_last.sum())}
         for m in E2E_METRICS:
-            values = group[f"test.{m}"]
+            values = group[f"metric.{m}_test"]
             row[m] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.iloc[0]:.4f}"
         rows.append(row)
     return markdown(pd.DataFrame(rows))

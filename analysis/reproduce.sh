@@ -12,7 +12,8 @@
 #   bash analysis/reproduce.sh pretrain3     # claim 5's ladder: the 1.4M and 5.9M LMs pretrained here, side by side
 #   bash analysis/reproduce.sh e2e_search3   # each method's E2E rate per base model, on 100 carved training MRs
 #   bash analysis/reproduce.sh e2e_seeds3    # 3 seeds per method and base model at its selected rate
-# TASKS="sst2 mrpc stsb" (or cola-e10: CoLA at 10 epochs, patience from the fifth) and METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side; for E2E,
+# TASKS="sst2 mrpc stsb" (or cola-e10: CoLA at 10 epochs, patience from the fifth) and
+# METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side; for E2E,
 # BASES="gpt2-mini gpt2-6m smollm2-135m" and E2E_METHODS="lora full adapter_l".
 # On 2 cores, run `glue` and `e2e` side by side in two shells with OMP_NUM_THREADS=1, then `report`.
 # Run from the repository root with ../shared beside it. Runs go to outputs/repro/<experiment>/; `report` copies
@@ -68,7 +69,9 @@ one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finishe
   tail -n 1 "$dir/console.log"
 }
 
-task_args() { echo "task=glue/${GLUE_TASK[$1]:-$1} task.data_dir=../shared/data/glue/${GLUE_DIR[$1]} ${TASK_BUDGET[$1]:-}"; }
+task_args() {
+  echo "task=glue/${GLUE_TASK[$1]:-$1} task.data_dir=../shared/data/glue/${GLUE_DIR[$1]} ${TASK_BUDGET[$1]:-}"
+}
 
 select_rates() {  # lr_select on the search runs kept in $1 (each method's rate into $2), once any has finished
   if compgen -G "$1/*/*/metrics.json" >/dev/null; then

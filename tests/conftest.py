@@ -1,4 +1,5 @@
 """Tiny random-init models (2 layers, 32 wide: milliseconds), a small subspace sweep, the real-data tier's path."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -30,6 +31,14 @@ def tiny(kind: str = "bert", causal: bool = False, seed: int = 0, **overrides) -
     config = AutoConfig.for_model(kind, **{**TINY[kind], **overrides})
     auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
     return auto.from_config(config).eval()
+
+
+def script(name: str):
+    """analysis/<name>.py imported as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_python(*args: str) -> str:

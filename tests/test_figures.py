@@ -1,5 +1,4 @@
 """analysis/make_figures.py: on a small subspace sweep it writes every figure, and Table 7 with finite numbers."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_python as run
+from conftest import ROOT, run_python as run, script
 
 FIGURES = ["rank_ablation", "fig3_subspace_ranks", "fig4_subspace_seeds", "table7_amplification", "table7_curve",
            "fig2_params"]
@@ -113,10 +112,7 @@ def test_weight_type_bar_chart_has_a_row_per_weight_type(sweep, tmp_path):
 
 @pytest.fixture(scope="module")
 def make_figures():
-    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "analysis" / "make_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("make_figures")
 
 
 def ladder_frame(gaps: dict[str, float]) -> pd.DataFrame:

@@ -1,19 +1,15 @@
 """REPRODUCTION.md: every table in it is what analysis/report.py renders from the committed CSVs of results/repro/."""
-import importlib.util
 import shutil
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import script
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("report", ROOT / "analysis" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("report")
 
 
 def test_every_table_of_the_report_matches_the_committed_csvs(report):
