@@ -12,6 +12,7 @@
 #   bash analysis/reproduce.sh pretrain3     # claim 5's ladder: the 1.4M and 5.9M LMs pretrained here, side by side
 #   bash analysis/reproduce.sh e2e_search3   # each method's E2E rate per base model, on 100 carved training MRs
 #   bash analysis/reproduce.sh e2e_seeds3    # 3 seeds per method and base model at its selected rate
+# DRY_RUN=1 prints a stage's run lines (folder, experiment, overrides) and runs nothing.
 # TASKS="sst2 mrpc stsb" (or cola-e10: CoLA at 10 epochs, patience from the fifth) and
 # METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side; for E2E,
 # BASES="gpt2-mini gpt2-6m smollm2-135m" and E2E_METHODS="lora full adapter_l".
@@ -69,12 +70,16 @@ one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finishe
   tail -n 1 "$dir/console.log"
 }
 
+launch() {  # the run lines on stdin, JOBS at a time; DRY_RUN=1 prints them instead (tests/test_reproduce.py composes each)
+  if [[ -n ${DRY_RUN:-} ]]; then cat; else xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one; fi
+}
+
 task_args() {
   echo "task=glue/${GLUE_TASK[$1]:-$1} task.data_dir=../shared/data/glue/${GLUE_DIR[$1]} ${TASK_BUDGET[$1]:-}"
 }
 
 select_rates() {  # lr_select on the search runs kept in $1 (each method's rate into $2), once any has finished
-  if compgen -G "$1/*/*/metrics.json" >/dev/null; then
+  if [[ -z ${DRY_RUN:-} ]] && compgen -G "$1/*/*/metrics.json" >/dev/null; then
     python -m lora_repro.analysis.lr_select "$1" --out "$2"
   fi
 }
@@ -83,7 +88,7 @@ search3() {
   local t m lr
   for t in $TASKS3; do for m in $METHODS3; do for lr in ${LR_GRID[$m]}; do
     echo "repro3_search/$t/$m/lr$lr repro3_search $(task_args $t) method=$m train.lr=$lr"
-  done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  done; done; done | launch
   for t in $TASKS3; do select_rates "results/repro/runs/repro3_search/$t" "results/repro/search/$t"; done
 }
 
@@ -97,17 +102,19 @@ seeds3() {
     for m in $METHODS3; do for seed in 0 1 2 3 4; do
       echo "repro3_seeds/$t/$m/$seed repro3_glue --config-dir results/repro/search/$t +lr=selected $(task_args $t) method=$m seed=$seed"
     done; done
-  done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  done | launch
 }
 
 BASES3=${BASES:-gpt2-mini gpt2-6m smollm2-135m}
 E2E_METHODS3=${E2E_METHODS:-lora full adapter_l}
 declare -A E2E_GRID=([lora]="5e-4 1e-3 2e-3 5e-3 1e-2" [full]="1e-4 2e-4 5e-4 1e-3 2e-3"
                      [adapter_l]="5e-4 1e-3 2e-3 5e-3 1e-2")
-# SmolLM2-135M costs ~6 s a step on one core: 1,600 training pairs (200 steps an epoch), at most 4 epochs, and the
-# first 100 test MRs (beam 10 is ~3.6 s an MR); the two LMs pretrained here take repro3_e2e's budget as it is
+# SmolLM2-135M costs ~6 s a step on one core and beam 10 ~3.6 s an MR, so it gets a budget of its own (~25 CPU-minutes
+# a run, not the ~110 of 1,600 pairs x 4 epochs): 400 training pairs (50 steps an epoch), at most 3 epochs, warm-up
+# 10 steps, 50 carved MRs, the first 100 test MRs; the two LMs pretrained here take repro3_e2e's budget as it is
 declare -A E2E_BUDGET=([smollm2-135m]="model.path=../shared/models/smollm2-135m-instruct \
-model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf task.max_train_samples=1600 task.max_eval_mrs=100 train.epochs=4")
+model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf task.max_train_samples=400 task.carved_validation=50 \
+task.max_eval_mrs=100 train.epochs=3 train.warmup_steps=10")
 
 pretrain3() {  # resumable: a killed pretraining continues from its checkpoint (out_dir/checkpoint, every 50 steps)
   local lm
@@ -123,7 +130,7 @@ e2e_search3() {
   local b m lr
   for b in $BASES3; do for m in $E2E_METHODS3; do for lr in ${E2E_GRID[$m]}; do
     echo "repro3_e2e_search/$b/$m/lr$lr repro3_e2e_search model=$b ${E2E_BUDGET[$b]:-} method=$m train.lr=$lr"
-  done; done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  done; done; done | launch
   for b in $BASES3; do select_rates "results/repro/runs/repro3_e2e_search/$b" "results/repro/search/e2e-$b"; done
 }
 
@@ -137,14 +144,14 @@ e2e_seeds3() {
     for m in $E2E_METHODS3; do for seed in 0 1 2; do
       echo "repro3_e2e/$b/$m/$seed repro3_e2e --config-dir results/repro/search/e2e-$b +lr=selected model=$b ${E2E_BUDGET[$b]:-} method=$m seed=$seed"
     done; done
-  done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  done | launch
 }
 
 placed() {  # claim 1's adapters of the second edition, rerun with the reference placement
   local m seed
   for m in adapter_h adapter_p; do for seed in 0 1 2 3 4; do
     echo "repro_adapters_placed/$m/$seed repro_adapters_placed method=$m seed=$seed"
-  done; done | xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one
+  done; done | launch
 }
 
 report() {

@@ -1,12 +1,10 @@
 """Backbones: a tiny model's W0 is fixed by model.init_seed; its task head is drawn from the run's seed; a local
 folder loads from save_pretrained files or from one GGUF file (model.gguf_file)."""
-import numpy as np
 import pytest
 import torch
-from tokenizers import pre_tokenizers
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from conftest import SHARED
+from conftest import SHARED, tiny_llama
 from lora_repro.config import ModelConfig, compose
 from lora_repro.errors import ConfigError
 from lora_repro.lora import apply_lora
@@ -40,73 +38,6 @@ def test_init_seed_alone_moves_w0_and_the_run_rng_is_untouched():
 
 def test_fresh_head_false_keeps_the_init_seed_head_for_every_run_seed():
     assert torch.equal(build(0, fresh_head=False)["classifier.weight"], build(5, fresh_head=False)["classifier.weight"])
-
-
-# --- GGUF (model.gguf_file): a tiny Llama written as llama.cpp's converter writes one, read back through our loader ---
-
-GGUF_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *sorted(pre_tokenizers.ByteLevel.alphabet()), "Ġt"]
-GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    """2 layers, width 32, 4 query / 2 key-value heads, SmolLM2's special tokens (eos = <|im_end|> = 2)."""
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model("llama", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  num_key_value_heads=2, intermediate_size=64, vocab_size=len(GGUF_TOKENS),
-                                  max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=1,
-                                  eos_token_id=2, pad_token_id=2)
-    return AutoModelForCausalLM.from_config(config).eval()
-
-
-def write_gguf(model: LlamaForCausalLM, path) -> None:
-    """model as an F32 GGUF file with a byte-level BPE tokenizer (one merge), the layout SmolLM2's file has."""
-    import gguf
-    c = model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(c.vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(GGUF_TOKENS)
-    writer.add_token_types([3] * 3 + [1] * (len(GGUF_TOKENS) - 3))  # 3 = control (special), 1 = normal
-    writer.add_token_merges(["Ġ t"])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_pad_token_id(2)
-    writer.add_unk_token_id(0)
-
-    def rotary_order(w, heads):  # llama.cpp's convert_hf_to_gguf.py permutes q and k rows; transformers undoes it
-        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-    weights = {k: v.numpy() for k, v in model.state_dict().items()}
-    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
-    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
-    for i in range(c.num_hidden_layers):
-        for ours, theirs in GGUF_NAMES.items():
-            w = weights[f"model.layers.{i}.{ours}.weight"]
-            w = {"attn_q": rotary_order(w, c.num_attention_heads),
-                 "attn_k": rotary_order(w, c.num_key_value_heads)}.get(theirs, w)
-            writer.add_tensor(f"blk.{i}.{theirs}.weight", np.ascontiguousarray(w))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-@pytest.fixture
-def gguf_folder(tmp_path):
-    pytest.importorskip("gguf", reason="model.gguf_file needs the gguf package (pyproject.toml dependencies)")
-    write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
-    return tmp_path
 
 
 def test_gguf_file_loads_the_weights_and_tokenizer_it_was_written_from(gguf_folder):

@@ -1,0 +1,75 @@
+"""Every run the third edition's stages launch (analysis/reproduce.sh, hours of CPU each) composes and validates
+here in seconds, so a stage cannot die at its hundredth run on a config error."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lora_repro import config, plan
+from conftest import ROOT, tiny_llama, write_gguf
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def run_lines(stage: str, **env: str) -> list[list[str]]:
+    """`DRY_RUN=1 bash analysis/reproduce.sh STAGE`: each line it would launch, split into words."""
+    out = subprocess.run(["bash", "analysis/reproduce.sh", stage], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "DRY_RUN": "1", **env}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [line.split() for line in out.stdout.splitlines()]
+
+
+def overrides(words: list[str], selected: Path, model_dir: Path) -> list[str]:
+    """A line's words after its folder as config.compose takes them: the experiment, --config-dir as a search path
+    (pointed at `selected`, where every method has a rate), SmolLM2's folder at `model_dir`."""
+    experiment, rest = words[1], words[2:]
+    if rest[:1] == ["--config-dir"]:
+        rest = [f"hydra.searchpath=[file://{selected}]", *rest[2:]]
+    rest = [f"model.path={model_dir}" if w.startswith("model.path=") else w for w in rest]
+    return [f"+experiment={experiment}", *rest]
+
+
+@pytest.fixture
+def selected(tmp_path) -> Path:
+    """A selected.yaml (as lr_select writes it) with a rate for every method a seed stage runs."""
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "lr/selected.yaml").write_text(
+        "# @package _global_\ntrain:\n  lr: ${repro_lr.${method.name}}\n"
+        "repro_lr:\n  lora: 0.003\n  full: 0.0001\n  bitfit: 0.002\n  adapter_h: 0.001\n  adapter_l: 0.004\n")
+    return tmp_path
+
+
+def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_its_folder_names(
+        selected, tmp_path, monkeypatch):
+    pytest.importorskip("gguf", reason="model.gguf_file needs the gguf package (pyproject.toml dependencies)")
+    model_dir = tmp_path / "smollm2"  # a tiny Llama under the real file's name: compose reads its layer count
+    model_dir.mkdir()
+    write_gguf(tiny_llama(), model_dir / SMOLLM2_GGUF)
+    glue = "sst2 mrpc stsb cola-e10"
+    stages = {"search3": run_lines("search3", TASKS=glue), "seeds3": run_lines("seeds3", TASKS="sst2"),
+              "e2e_search3": run_lines("e2e_search3"), "e2e_seeds3": run_lines("e2e_seeds3", BASES="gpt2-mini")}
+    assert [len(stages[s]) for s in stages] == [4 * 22, 4 * 5, 3 * 15, 3 * 3]  # 22 rates over 4 methods
+    folders = [words[0] for lines in stages.values() for words in lines]
+    assert len(set(folders)) == len(folders)
+    monkeypatch.chdir(ROOT)
+    rates = {"lora": 0.003, "full": 0.0001, "bitfit": 0.002, "adapter_h": 0.001, "adapter_l": 0.004}
+    with plan.hydra_session():
+        for lines in stages.values():
+            for words in lines:
+                cfg = config.compose(*overrides(words, selected, model_dir))
+                kind, key, method, last = words[0].split("/")
+                assert cfg.method.name == method and cfg.experiment == words[1]
+                if last.startswith("lr"):
+                    assert cfg.train.lr == float(last[2:]) and cfg.seed == 0
+                else:
+                    assert cfg.train.lr == rates[method] and cfg.seed == int(last)
+                if kind.startswith("repro3_e2e"):
+                    assert cfg.task.data_dir == "../shared/data/e2e/paper-format"
+                    assert (cfg.model.gguf_file == SMOLLM2_GGUF) == (key == "smollm2-135m")
+                    assert (cfg.task.max_train_samples, cfg.train.epochs) == (
+                        (400, 3) if key == "smollm2-135m" else (8000, 6))
+                else:
+                    task = "cola" if key == "cola-e10" else key
+                    assert cfg.task_name == f"glue/{task}" and cfg.task.data_dir.startswith("../shared/data/glue/")
+                    assert (cfg.train.epochs, cfg.train.min_epochs) == ((10, 5) if key == "cola-e10" else (6, 0))
