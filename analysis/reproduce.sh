@@ -72,7 +72,7 @@ one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finishe
   tail -n 1 "$dir/console.log"
 }
 
-launch() {  # the run lines on stdin, JOBS at a time; DRY_RUN=1 prints them instead (tests/test_reproduce.py composes each)
+launch() {  # the run lines on stdin, JOBS at a time; DRY_RUN=1 prints them (tests/test_reproduce.py composes them)
   if [[ -n ${DRY_RUN:-} ]]; then cat; else xargs -P "${JOBS:-2}" -L 1 bash analysis/reproduce.sh one; fi
 }
 
