@@ -46,8 +46,6 @@ declare -A TASK_BUDGET=([cola-e10]="train.epochs=10 train.min_epochs=5")
 # extended by a rate where the best one sat on the grid's edge (SST-2: full FT's 2e-4 -> 5e-4, LoRA's 5e-4 -> 2e-4)
 declare -A LR_GRID=([full]="1e-5 2e-5 5e-5 1e-4 2e-4 5e-4" [bitfit]="5e-4 1e-3 2e-3 5e-3 1e-2"
                     [adapter_h]="2e-4 5e-4 1e-3 2e-3 5e-3" [lora]="2e-4 5e-4 1e-3 2e-3 5e-3 1e-2")
-# and per task where the best rate sat on that edge of the grid (CoLA at 10 epochs: full FT's best was its smallest)
-declare -A LR_EDGE=([cola-e10/full]="5e-6")
 TASKS3=${TASKS:-sst2 mrpc stsb}
 METHODS3=${METHODS:-lora full bitfit adapter_h}
 
@@ -88,7 +86,7 @@ select_rates() {  # lr_select on the search runs kept in $1 (each method's rate 
 
 search3() {
   local t m lr
-  for t in $TASKS3; do for m in $METHODS3; do for lr in ${LR_EDGE[$t/$m]:-} ${LR_GRID[$m]}; do
+  for t in $TASKS3; do for m in $METHODS3; do for lr in ${LR_GRID[$m]}; do
     echo "repro3_search/$t/$m/lr$lr repro3_search $(task_args $t) method=$m train.lr=$lr"
   done; done; done | launch
   for t in $TASKS3; do select_rates "results/repro/runs/repro3_search/$t" "results/repro/search/$t"; done
