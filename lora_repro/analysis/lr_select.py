@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     (out / "lr" / "selected.yaml").write_text(selected_yaml(points, args.sweep))
     model, task = table.model.iloc[0], table.task.iloc[0]
     plot(points, f"{model}, {task}: score against learning rate (star: selected)", out / "lr_search.png")
-    print(points.to_string(index=False, float_format="%.4f"))
+    print(points.to_string(index=False, formatters={"lr": "{:g}".format}, float_format="%.4f"))  # lr 2e-05, not 0.0000
     for method, lr in zip(points[points.at_edge].method, points[points.at_edge].lr):
         print(f"note: {method}'s best rate {lr:g} is at the edge of its grid; the optimum may lie beyond it: "
               f"extend train.lr past it and search again")
