@@ -53,6 +53,13 @@ def runs(experiment: str) -> pd.DataFrame:
     return frame[frame.experiment == experiment]
 
 
+def stage_key(run_dir: str) -> str:
+    """A third-edition run's task key or base model, the folder under its experiment (runs/<experiment>/<key>/...):
+    cola-e10 (CoLA at its own budget) apart from cola."""
+    parts = Path(run_dir).parts
+    return parts[parts.index("runs") + 2]
+
+
 def dagger(note) -> str:
     """Table 2 marks with a dagger the rows run in Houlsby et al.'s restricted setup (seq 128, fixed batch)."""
     return " †" if "restricted" in str(note) else ""
@@ -224,11 +231,11 @@ def seeds3() -> str:
     frame = runs("repro3_glue")
     if frame.empty:
         return "no seed run has finished yet\n"
-    frame = frame.assign(dev=dev_score(frame))
+    frame = frame.assign(dev=dev_score(frame), key=frame.run_dir.map(stage_key))
     rows = [{"task": task, "method": method, "trainable params": f"{int(group.trainable_params.iloc[0]):,}",
              "dev score (metric), median [min, max]": f"{spread(group.dev)} ({group.main_metric.iloc[0]})",
              "best epoch is the last": int(group.best_is_last.sum())}
-            for (task, method), group in frame.groupby(["task", "method"], sort=True)]
+            for (task, method), group in frame.groupby(["key", "method"], sort=True)]
     return markdown(pd.DataFrame(rows))
 
 
@@ -236,7 +243,7 @@ def seeds3_paired() -> str:
     """LoRA minus each method, seed by seed, on the dev score, per task: t interval and sign test."""
     frame = runs("repro3_glue")
     rows = []
-    for task, group in frame.groupby("task", sort=True):
+    for task, group in frame.groupby(frame.run_dir.map(stage_key), sort=True):
         if group.method.eq("lora").any() and group.method.nunique() > 1:
             scored = group.assign(score=dev_score(group))[["method", "seed", "score"]]
             rows += [{"task": task, **row} for row in paired_rows(scored, "lora", "LoRA minus")]
@@ -249,8 +256,8 @@ def cpu_time() -> str:
     stages = {"repro3_search": "search", "repro3_glue": "seeds", "repro3_e2e_search": "E2E search",
               "repro3_e2e": "E2E seeds"}
     frame = frame[frame.experiment.isin(list(stages))]
-    frame = frame.assign(task=[f"{t} ({Path(m).name})" if e.startswith("repro3_e2e") else t
-                               for t, m, e in zip(frame.task, frame.model, frame.experiment)])
+    frame = frame.assign(task=[f"e2e ({stage_key(d)})" if e.startswith("repro3_e2e") else stage_key(d)
+                               for d, e in zip(frame.run_dir, frame.experiment)])
     rows = [{"stage": stages[experiment], "task": task,
              "runs": len(group), "CPU hours": f"{group.train_cpu_s.sum() / 3600:.2f}",
              "per run, minutes (median)": f"{group.train_cpu_s.median() / 60:.1f}"}
