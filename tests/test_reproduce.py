@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lora_repro import config, plan
-from conftest import ROOT, tiny_llama, write_gguf
+from conftest import ROOT, tiny, tiny_llama, write_gguf
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -20,13 +20,16 @@ def run_lines(stage: str, **env: str) -> list[list[str]]:
     return [line.split() for line in out.stdout.splitlines()]
 
 
-def overrides(words: list[str], selected: Path, model_dir: Path) -> list[str]:
+def overrides(words: list[str], selected: Path, model_dir: Path, lm_dir: Path) -> list[str]:
     """A line's words after its folder as config.compose takes them: the experiment, --config-dir as a search path
-    (pointed at `selected`, where every method has a rate), SmolLM2's folder at `model_dir`."""
+    (pointed at `selected`, where every method has a rate), SmolLM2's folder at `model_dir`, and the LMs pretrained
+    here (outputs/pretrained/, absent on a fresh clone) at the tiny GPT-2 in `lm_dir`."""
     experiment, rest = words[1], words[2:]
     if rest[:1] == ["--config-dir"]:
         rest = [f"hydra.searchpath=[file://{selected}]", *rest[2:]]
     rest = [f"model.path={model_dir}" if w.startswith("model.path=") else w for w in rest]
+    if any(w in ("model=gpt2-mini", "model=gpt2-6m") for w in rest):
+        rest.append(f"model.path={lm_dir}")
     return [f"+experiment={experiment}", *rest]
 
 
@@ -46,6 +49,7 @@ def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_i
     model_dir = tmp_path / "smollm2"  # a tiny Llama under the real file's name: compose reads its layer count
     model_dir.mkdir()
     write_gguf(tiny_llama(), model_dir / SMOLLM2_GGUF)
+    tiny("gpt2", causal=True).save_pretrained(tmp_path / "lm")
     glue = "sst2 mrpc stsb cola-e10"
     stages = {"search3": run_lines("search3", TASKS=glue), "seeds3": run_lines("seeds3", TASKS="sst2"),
               "e2e_search3": run_lines("e2e_search3"), "e2e_seeds3": run_lines("e2e_seeds3", BASES="gpt2-mini")}
@@ -57,7 +61,7 @@ def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_i
     with plan.hydra_session():
         for lines in stages.values():
             for words in lines:
-                cfg = config.compose(*overrides(words, selected, model_dir))
+                cfg = config.compose(*overrides(words, selected, model_dir, tmp_path / "lm"))
                 kind, key, method, last = words[0].split("/")
                 assert cfg.method.name == method and cfg.experiment == words[1]
                 if last.startswith("lr"):
