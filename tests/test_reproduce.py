@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lora_repro import config, plan
-from conftest import ROOT, tiny, tiny_llama, write_gguf
+from conftest import ROOT, tiny
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -44,11 +44,9 @@ def selected(tmp_path) -> Path:
 
 
 def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_its_folder_names(
-        selected, tmp_path, monkeypatch):
-    pytest.importorskip("gguf", reason="model.gguf_file needs the gguf package (pyproject.toml dependencies)")
-    model_dir = tmp_path / "smollm2"  # a tiny Llama under the real file's name: compose reads its layer count
-    model_dir.mkdir()
-    write_gguf(tiny_llama(), model_dir / SMOLLM2_GGUF)
+        selected, gguf_folder, tmp_path, monkeypatch):
+    model_dir = gguf_folder  # a tiny Llama under the real file's name: compose reads its layer count
+    (model_dir / "tiny.gguf").rename(model_dir / SMOLLM2_GGUF)
     tiny("gpt2", causal=True).save_pretrained(tmp_path / "lm")
     glue = "sst2 mrpc stsb cola-e10"
     stages = {"search3": run_lines("search3", TASKS=glue), "seeds3": run_lines("seeds3", TASKS="sst2"),
