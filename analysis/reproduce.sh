@@ -109,9 +109,9 @@ BASES3=${BASES:-gpt2-mini gpt2-6m smollm2-135m}
 E2E_METHODS3=${E2E_METHODS:-lora full adapter_l}
 declare -A E2E_GRID=([lora]="5e-4 1e-3 2e-3 5e-3 1e-2" [full]="1e-4 2e-4 5e-4 1e-3 2e-3"
                      [adapter_l]="5e-4 1e-3 2e-3 5e-3 1e-2")
-# SmolLM2-135M costs ~8 s a step on one core and beam 10 ~4 s an MR, so it gets a budget of its own (~30 CPU-minutes
-# a run, not the ~2 h of 1,600 pairs x 4 epochs): 400 training pairs (50 steps an epoch), at most 3 epochs, warm-up
-# 10 steps, 50 carved MRs, the first 100 test MRs; the two LMs pretrained here take repro3_e2e's budget as it is
+# SmolLM2-135M costs ~5 s a step on one core and beam 10 ~4 s an MR, so it gets a budget of its own (~25 CPU-minutes
+# a search run, ~45 a seed run; not ~2 h for 1,600 pairs x 4 epochs): 400 pairs (50 steps an epoch), <= 3 epochs,
+# warm-up 10 steps, 50 carved MRs, the first 100 test MRs; the LMs pretrained here take repro3_e2e's budget as it is
 declare -A E2E_BUDGET=([smollm2-135m]="model.path=../shared/models/smollm2-135m-instruct \
 model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf task.max_train_samples=400 task.carved_validation=50 \
 task.max_eval_mrs=100 train.epochs=3 train.warmup_steps=10")
