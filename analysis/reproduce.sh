@@ -13,6 +13,7 @@
 #   bash analysis/reproduce.sh e2e_search3   # each method's E2E rate per base model, on 100 carved training MRs
 #   bash analysis/reproduce.sh e2e_seeds3    # 3 seeds per method and base model at its selected rate
 # DRY_RUN=1 prints a stage's run lines (folder, experiment, overrides) and runs nothing.
+# SKIP_KEPT=1 skips the runs whose record results/repro/runs/ already keeps (committed by an earlier session).
 # TASKS="sst2 mrpc stsb" (or cola-e10: CoLA at 10 epochs, patience from the fifth) and
 # METHODS="lora full bitfit adapter_h" pick a part; JOBS=2 runs side by side; for E2E,
 # BASES="gpt2-mini gpt2-6m smollm2-135m" and E2E_METHODS="lora full adapter_l".
@@ -56,8 +57,13 @@ keep() {  # what the report cites of the run folder outputs/repro/X, in results/
   done
 }
 
-one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finished there
+one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finished there (or, with SKIP_KEPT=1, its
+  # record is kept in results/repro/runs/$1: a fresh clone then goes on where the committed stages stopped)
   local dir=outputs/repro/$1 experiment=$2; shift 2
+  if [[ -n ${SKIP_KEPT:-} && -f results/repro/runs/${dir#outputs/repro/}/metrics.json ]]; then
+    echo "kept: results/repro/runs/${dir#outputs/repro/} (SKIP_KEPT=1), not run again"
+    return 0
+  fi
   if [[ ! -f $dir/metrics.json ]]; then
     mkdir -p "$dir"
     if ! OMP_NUM_THREADS=1 python -m lora_repro.run "$@" +experiment="$experiment" resume=true hydra.run.dir="$dir" \

@@ -75,3 +75,16 @@ def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_i
                     task = "cola" if key == "cola-e10" else key
                     assert cfg.task_name == f"glue/{task}" and cfg.task.data_dir.startswith("../shared/data/glue/")
                     assert (cfg.train.epochs, cfg.train.min_epochs) == ((10, 5) if key == "cola-e10" else (6, 0))
+
+
+def test_a_fresh_clone_with_skip_kept_goes_on_where_the_committed_stages_stopped(tmp_path):
+    """SKIP_KEPT=1: a run whose record results/repro/runs/ keeps is not run again (no python, no run folder), so a
+    stage launched on a fresh clone, where outputs/ is empty, starts at the first run no session has committed."""
+    kept = sorted((ROOT / "results/repro/runs/repro3_seeds").glob("*/*/*/metrics.json"))[0].parent
+    rel = kept.relative_to(ROOT / "results/repro/runs")
+    out = subprocess.run(["bash", "analysis/reproduce.sh", "one", str(rel), "repro3_glue"], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "SKIP_KEPT": "1", "PATH": "/usr/bin:/bin"},
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"kept: results/repro/runs/{rel}"), out.stdout
+    assert not (ROOT / "outputs/repro" / rel).exists()
