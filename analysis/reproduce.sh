@@ -59,9 +59,9 @@ keep() {  # what the report cites of the run folder outputs/repro/X, in results/
 
 one() {  # one run of experiment $2 into outputs/repro/$1, unless it has finished there (or, with SKIP_KEPT=1, its
   # record is kept in results/repro/runs/$1: a fresh clone then goes on where the committed stages stopped)
-  local dir=outputs/repro/$1 experiment=$2; shift 2
-  if [[ -n ${SKIP_KEPT:-} && -f results/repro/runs/${dir#outputs/repro/}/metrics.json ]]; then
-    echo "kept: results/repro/runs/${dir#outputs/repro/} (SKIP_KEPT=1), not run again"
+  local dir=outputs/repro/$1 kept=results/repro/runs/$1 experiment=$2; shift 2
+  if [[ -n ${SKIP_KEPT:-} && -f $kept/metrics.json ]]; then
+    echo "kept: $kept (SKIP_KEPT=1), not run again"
     return 0
   fi
   if [[ ! -f $dir/metrics.json ]]; then

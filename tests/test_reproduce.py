@@ -77,11 +77,12 @@ def test_every_third_edition_run_composes_with_the_method_rate_seed_and_budget_i
                     assert (cfg.train.epochs, cfg.train.min_epochs) == ((10, 5) if key == "cola-e10" else (6, 0))
 
 
-def test_a_fresh_clone_with_skip_kept_goes_on_where_the_committed_stages_stopped(tmp_path):
+def test_a_fresh_clone_with_skip_kept_goes_on_where_the_committed_stages_stopped():
     """SKIP_KEPT=1: a run whose record results/repro/runs/ keeps is not run again (no python, no run folder), so a
     stage launched on a fresh clone, where outputs/ is empty, starts at the first run no session has committed."""
     kept = sorted((ROOT / "results/repro/runs/repro3_seeds").glob("*/*/*/metrics.json"))[0].parent
     rel = kept.relative_to(ROOT / "results/repro/runs")
+    # `python` off PATH: a run that was not skipped fails at once instead of training for minutes
     out = subprocess.run(["bash", "analysis/reproduce.sh", "one", str(rel), "repro3_glue"], cwd=ROOT,
                          capture_output=True, text=True, env={**os.environ, "SKIP_KEPT": "1", "PATH": "/usr/bin:/bin"},
                          timeout=60)
